@@ -1,0 +1,206 @@
+"""Command line: ``neurosepclr {simulate,preprocess,train,subtype,evaluate,run,config}``.
+
+Heavy libraries (torch, MONAI, nilearn, ANTs) are imported inside the commands so that ``--help``
+and ``--version`` stay fast. Every failure a user can act on is printed as one line
+``neurosepclr: error: …`` with the sysexits code of :class:`neurosepclr.errors.ExitCode`; a
+traceback is printed only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from neurosepclr import __version__
+from neurosepclr.errors import ExitCode, NeurosepclrError, NotAvailableError, UsageError
+
+log = logging.getLogger("neurosepclr")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse parser whose usage errors raise :class:`UsageError` (exit 64, not argparse's 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        where = "" if self.prog == "neurosepclr" else f"{self.prog}: "
+        raise UsageError(f"{where}{message} (see {self.prog} --help)")
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("general options")
+    group.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show full tracebacks and debug messages",
+    )
+    group.add_argument(
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="only warnings and errors; no progress bars",
+    )
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE.yaml",
+        type=Path,
+        help="YAML config (a recipe from pipelines/); defaults apply to missing keys",
+    )
+    parser.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help="override one config key, e.g. --set loss.beta_reg=100 (repeatable)",
+    )
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from neurosepclr.config import describe_fields, dump_config, load_config
+
+    if args.explain:
+        for key, type_name, default, help_text in describe_fields():
+            print(f"{key} ({type_name}, default {default}): {help_text}")
+        return ExitCode.OK
+    config = load_config(args.config, args.overrides)
+    text = dump_config(config)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        from neurosepclr.io import atomic_write_text
+
+        atomic_write_text(args.output, text)
+        log.info("resolved config written to %s", args.output)
+    return ExitCode.OK
+
+
+def _not_available(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        raise NotAvailableError(
+            f"'neurosepclr {name}' is not available yet in version {__version__} ({issue})"
+        )
+
+    return run
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
+    "simulate": (
+        "write a semi-synthetic BIDS cohort with known subtypes (built-in default)",
+        _not_available("simulate", "planned: simulator"),
+    ),
+    "preprocess": (
+        "validate a BIDS cohort and register it to MNI space (derivatives)",
+        _not_available("preprocess", "planned: preprocessing"),
+    ),
+    "train": (
+        "train the common and salient encoders with the SepCLR objective",
+        _not_available("train", "planned: training"),
+    ),
+    "subtype": (
+        "cluster patients in the salient space; maps, atlas tables and report",
+        _not_available("subtype", "planned: subtyping"),
+    ),
+    "evaluate": (
+        "score a run against a simulated cohort's truth (ARI, probes, saliency)",
+        _not_available("evaluate", "planned: evaluation"),
+    ),
+    "run": (
+        "run a whole pipeline YAML: simulate → preprocess → train → subtype → evaluate",
+        _not_available("run", "planned: pipelines"),
+    ),
+    "config": ("print (or write) the fully resolved configuration; --explain lists every key", _cmd_config),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="neurosepclr",
+        description="Contrastive analysis of 3D T1w MRI with SepCLR: separate what patients share "
+        "with controls (common space) from what is specific to patients (salient space), then "
+        "find disease subtypes.",
+        epilog="Exit codes: 0 ok, 64 usage, 65 bad input data, 66 missing input, 70 internal "
+        "error, 73 cannot create output, 74 I/O error, 75 temporary failure, 78 bad configuration.",
+    )
+    parser.add_argument("--version", action="version", version=f"neurosepclr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug messages")
+    parser.add_argument("--quiet", action="store_true", help="only warnings and errors; no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, (summary, _) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=summary, description=summary)
+        _add_common_options(cmd)
+        if name == "config":
+            _add_config_options(cmd)
+            cmd.add_argument(
+                "--output",
+                "-o",
+                type=Path,
+                metavar="FILE.yaml",
+                help="write the resolved config here instead of standard output",
+            )
+            cmd.add_argument(
+                "--explain", action="store_true", help="list every key with its default and meaning"
+            )
+    return parser
+
+
+def _setup_logging(debug: bool, quiet: bool) -> None:
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("neurosepclr: %(message)s"))
+    log.handlers[:] = [handler]
+    log.setLevel(level)
+    log.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code (never raises for user errors)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help / --version
+            return int(exc.code or 0)
+        debug = bool(args.debug)
+        _setup_logging(debug, bool(args.quiet))
+        if args.command is None:
+            parser.print_help(sys.stderr)
+            return ExitCode.USAGE
+        return int(COMMANDS[args.command][1](args))
+    except NeurosepclrError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"neurosepclr: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("neurosepclr: interrupted", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if debug:
+            traceback.print_exc()
+        print("neurosepclr: error: out of memory; reduce batch size, resolution or workers", file=sys.stderr)
+        return int(ExitCode.TEMP_FAIL)
+    except Exception as exc:  # an unexpected failure is a bug: say so in one line
+        if debug:
+            traceback.print_exc()
+        print(
+            f"neurosepclr: error: internal error ({type(exc).__name__}: {exc}); rerun with --debug "
+            "and report it",
+            file=sys.stderr,
+        )
+        return int(ExitCode.SOFTWARE)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

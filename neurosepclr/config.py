@@ -1,0 +1,305 @@
+"""Typed configuration: defaults ← YAML file ← ``--set key.sub=value`` overrides.
+
+Every section is a frozen-by-convention dataclass. :func:`load_config` builds the resolved
+:class:`Config`; any unknown key, wrong type or out-of-range value raises :class:`ConfigError`
+naming the dotted key (exit code 78). YAML is read with a safe loader that also refuses anchors and
+aliases (no Python tags, no alias bombs). :func:`dump_config` writes the fully resolved config.
+
+Field metadata understood by the validator:
+
+* ``help``: one line shown in docs and in ``neurosepclr config --explain``;
+* ``gt`` / ``ge`` / ``le``: numeric bounds (strictly greater, greater-or-equal, less-or-equal);
+* ``min_len``: minimum list length.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from neurosepclr.errors import ConfigError, MissingInputError
+
+MAX_CONFIG_BYTES = 1_000_000
+
+
+def _opt(default: Any, help: str, **bounds: Any) -> Any:
+    """A dataclass field with a default, a help line and optional bounds."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"help": help, **bounds})
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+CommonObjective = Literal["infomax", "y_aware", "conditional", "decoupled"]
+
+
+@dataclass
+class LossConfig:
+    """Weights and options of the SepCLR objective (docs/method.md).
+
+    Defaults are the paper's medical-image settings (Louiset et al., ICLR 2024, §5:
+    β_S = 1, β_REG = 10, λ = 10, τ = 0.5).
+    """
+
+    tau: float = _opt(0.5, "temperature τ of alignment, uniformity and k-JEM", gt=0)
+    beta_s: float = _opt(1.0, "weight β_S of the salient InfoMax term L_S", ge=0)
+    beta_reg: float = _opt(10.0, "weight β_REG of the information-less background term", ge=0)
+    lambda_jem: float = _opt(10.0, "weight λ of the k-JEM independence term", ge=0)
+    common: CommonObjective = _opt(
+        "infomax",
+        "common-space objective: infomax (SepCLR L_C), y_aware (y-Aware InfoNCE), conditional "
+        "(kernel-conditioned alignment/uniformity) or decoupled (decoupled uniformity)",
+    )
+    metadata: list[str] = _opt(
+        [], "participants.tsv columns whose RBF kernel conditions the common objective (age, sex…)"
+    )
+    metadata_sigma: list[float] = _opt(
+        [], "RBF bandwidth per metadata column, in the column's units (age: 5 years)", gt=0
+    )
+    y_aware_tau: float = _opt(0.1, "temperature of y-Aware InfoNCE (Dufumier et al. 2021)", gt=0)
+    decoupled_prior_lambda: float = _opt(
+        0.01, "ridge λ of the kernel prior smoothing centroids in decoupled uniformity", gt=0
+    )
+    attributes: list[str] = _opt(
+        [], "target attributes tied one-to-one to the first salient dimensions (scaled to [0,1])"
+    )
+    attribute_sigma2: float = _opt(0.025, "σ² of the attribute kernel (sup_align)", gt=0)
+    beta_attr: float = _opt(1.0, "weight of the attribute-supervised salient alignment", ge=0)
+
+    def validate(self, prefix: str) -> None:
+        if len(self.metadata_sigma) != len(self.metadata):
+            raise ConfigError(
+                f"{prefix}.metadata_sigma: needs one bandwidth per metadata column "
+                f"({len(self.metadata)} columns, {len(self.metadata_sigma)} values)"
+            )
+        if self.common in ("y_aware", "conditional") and not self.metadata:
+            raise ConfigError(
+                f"{prefix}.metadata: common objective '{self.common}' needs at least one "
+                "metadata column (e.g. metadata: [age], metadata_sigma: [5.0])"
+            )
+
+
+@dataclass
+class Config:
+    """The resolved configuration of one neurosepclr run."""
+
+    seed: int = _opt(0, "global random seed (Python, NumPy, torch)", ge=0)
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "SepCLR objective"})
+
+
+# --------------------------------------------------------------------------- YAML reading
+
+
+class _StrictSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also refuses aliases (no billion-laughs expansion)."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "YAML aliases (*name) are not allowed in neurosepclr configs",
+                self.peek_event().start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+# YAML 1.1 reads "3e-4" (no dot) as a string; accept the scientific notation users type for rates.
+_StrictSafeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def safe_load_yaml(text: str, source: str) -> Any:
+    """Parse YAML text safely; errors become :class:`ConfigError` naming ``source``."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: config larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return yaml.load(text, Loader=_StrictSafeLoader)
+    except yaml.YAMLError as exc:
+        reason = str(exc).replace("\n", " ")
+        raise ConfigError(f"{source}: not a valid neurosepclr YAML config: {reason}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file into a plain mapping (empty file → empty mapping)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingInputError(f"config file not found: {path}")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: config is not UTF-8 text") from None
+    data = safe_load_yaml(text, str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections, got {_kind(data)}")
+    return data
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _coerce(value: Any, annotation: Any, key: str, meta: dict[str, Any]) -> Any:
+    """Check ``value`` against a type annotation and the field's bounds; return the typed value."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        options = get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        inner = [a for a in options if a is not type(None)]
+        return _coerce(value, inner[0], key, meta)
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}, got {value!r}")
+        return value
+    if origin is list:
+        (item_type,) = get_args(annotation)
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_kind(value)} {value!r}")
+        if len(value) < meta.get("min_len", 0):
+            raise ConfigError(f"{key}: needs at least {meta['min_len']} items")
+        return [_coerce(v, item_type, f"{key}[{i}]", meta) for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {_kind(value)} {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {_kind(value)} {value!r}")
+        _check_bounds(value, key, meta)
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {_kind(value)} {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: must be finite, got {value!r}")
+        _check_bounds(value, key, meta)
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {_kind(value)} {value!r}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        return _build(annotation, value, key)
+    raise TypeError(f"unsupported config annotation {annotation!r} for {key}")  # programming error
+
+
+def _check_bounds(value: float, key: str, meta: dict[str, Any]) -> None:
+    if "gt" in meta and not value > meta["gt"]:
+        raise ConfigError(f"{key}: must be > {meta['gt']}, got {value!r}")
+    if "ge" in meta and not value >= meta["ge"]:
+        raise ConfigError(f"{key}: must be >= {meta['ge']}, got {value!r}")
+    if "le" in meta and not value <= meta["le"]:
+        raise ConfigError(f"{key}: must be <= {meta['le']}, got {value!r}")
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    where = prefix or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys, got {_kind(data)} {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in data:
+        if key not in fields:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
+    values = {}
+    for name, f in fields.items():
+        if name in data:
+            dotted = f"{prefix}.{name}" if prefix else name
+            values[name] = _coerce(data[name], hints[name], dotted, dict(f.metadata))
+    obj = cls(**values)
+    if hasattr(obj, "validate"):
+        obj.validate(prefix)
+    return obj
+
+
+# --------------------------------------------------------------------------- overrides
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``key.sub=value``; the value is read as one YAML scalar/list (``[age, sex]``)."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected key=value (e.g. loss.tau=0.3)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if not key or any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: empty key")
+    value = safe_load_yaml(raw, f"--set {key}") if raw.strip() else ""
+    return parts, value
+
+
+def _apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {'.'.join(parts)}: {'.'.join(parts[: i + 1])} is not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Resolve defaults ← YAML file ← ``--set`` overrides into a validated :class:`Config`."""
+    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    for text in overrides:
+        parts, value = parse_override(text)
+        _apply_override(data, parts, value)
+    return _build(Config, data, "")
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Validate a plain mapping (e.g. a resolved config read back from a run folder)."""
+    return _build(Config, data, "")
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """Plain nested mapping of a config (all defaults made explicit)."""
+    return dataclasses.asdict(config)
+
+
+def dump_config(config: Config) -> str:
+    """The fully resolved config as YAML text (round-trips through :func:`load_config`)."""
+    return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
+
+
+def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, help) for every leaf option, for docs and ``--explain``."""
+    rows = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        annotation = hints[f.name]
+        if dataclasses.is_dataclass(annotation):
+            rows.extend(describe_fields(annotation, dotted))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        rows.append((dotted, type_name, repr(default), f.metadata.get("help", "")))
+    return rows

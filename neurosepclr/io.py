@@ -1,0 +1,41 @@
+"""Small, safe file-writing helpers shared by every command.
+
+Outputs are written to a temporary file in the destination folder, flushed to disk and renamed
+into place, so an interrupted run never leaves a half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from neurosepclr.errors import OutputError
+
+FILE_MODE = 0o644
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int = FILE_MODE) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file + fsync + rename) with permissions ``mode``."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, mode)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str, mode: int = FILE_MODE) -> Path:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode)

@@ -1,0 +1,79 @@
+"""Command line: help, version, exit codes, one-line errors."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from neurosepclr.cli import main
+
+SUBCOMMANDS = ["simulate", "preprocess", "train", "subtype", "run"]
+
+
+def test_help_lists_every_subcommand(capsys):
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    for name in SUBCOMMANDS:
+        assert f"    {name}" in out
+
+
+def test_version(capsys):
+    from neurosepclr import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"neurosepclr {__version__}"
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys; from neurosepclr.cli import main; main(['--help']);"
+        "heavy = [m for m in ('torch', 'monai', 'nilearn', 'ants', 'sklearn') if m in sys.modules];"
+        "print('HEAVY=' + ','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "HEAVY="
+
+
+def test_usage_errors_exit_64_with_one_line(capsys):
+    assert main(["frobnicate"]) == 64
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("neurosepclr: error:") and "invalid choice" in err and "\n" not in err
+    assert main([]) == 64
+
+
+def test_config_errors_exit_78_without_traceback(capsys):
+    assert main(["config", "--set", "loss.bogus=1"]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith("neurosepclr: error: loss.bogus: unknown key (known keys here: attribute_sigma2, ")
+    assert err.endswith("tau, y_aware_tau)\n") and err.count("\n") == 1
+
+
+def test_debug_shows_the_traceback(capsys):
+    assert main(["config", "--debug", "--set", "loss.tau=-1"]) == 78
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_missing_config_file_exits_66(tmp_path, capsys):
+    assert main(["config", "--config", str(tmp_path / "none.yaml")]) == 66
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_config_dump_to_file_round_trips(tmp_path):
+    out = tmp_path / "sub" / "resolved.yaml"
+    assert main(["config", "--set", "loss.beta_reg=100", "--output", str(out)]) == 0
+    assert yaml.safe_load(out.read_text())["loss"]["beta_reg"] == 100.0
+    assert [p.name for p in out.parent.iterdir()] == ["resolved.yaml"]  # no temp file left
+
+
+@pytest.mark.parametrize("name", ["preprocess", "train", "subtype", "run"])
+def test_commands_not_yet_built_exit_70_with_a_clear_message(name, capsys):
+    assert main([name]) == 70
+    assert "not available yet" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_runs():
+    result = subprocess.run(
+        [sys.executable, "-m", "neurosepclr", "--version"], capture_output=True, text=True
+    )
+    assert result.returncode == 0 and result.stdout.startswith("neurosepclr ")
