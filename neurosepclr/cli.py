@@ -84,6 +84,32 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from neurosepclr.config import load_config
+
+    overrides = list(args.overrides)
+    flags = {
+        "seed": args.seed,
+        "simulate.n_controls": args.n_controls,
+        "simulate.geometry": args.geometry,
+        "simulate.resolution": args.resolution,
+        "simulate.spatial_variability": args.variability,
+        "simulate.noise": args.noise,
+        "simulate.n_sites": args.n_sites,
+    }
+    overrides += [f"{key}={value}" for key, value in flags.items() if value is not None]
+    if args.n_patients_per_subtype is not None:
+        overrides.append(f"simulate.n_patients_per_subtype=[{args.n_patients_per_subtype}]")
+    if args.severity is not None:
+        overrides.append(f"simulate.severity=[{args.severity}]")
+    config = load_config(args.config, overrides)
+    from neurosepclr.data.simulate import simulate
+
+    out = simulate(config, args.out_dir, n_jobs=args.n_jobs, force=args.force, progress=not args.quiet)
+    print(out)
+    return ExitCode.OK
+
+
 def _not_available(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotAvailableError(
@@ -96,7 +122,7 @@ def _not_available(name: str, issue: str) -> Callable[[argparse.Namespace], int]
 COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     "simulate": (
         "write a semi-synthetic BIDS cohort with known subtypes (built-in default)",
-        _not_available("simulate", "planned: simulator"),
+        _cmd_simulate,
     ),
     "preprocess": (
         "validate a BIDS cohort and register it to MNI space (derivatives)",
@@ -122,6 +148,30 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
 }
 
 
+def _add_simulate_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="BIDS folder to create")
+    _add_config_options(cmd)
+    cmd.add_argument("--seed", type=int, help="random seed (same seed, same bytes)")
+    cmd.add_argument("--n-controls", type=int, help="number of healthy controls (default 100)")
+    cmd.add_argument(
+        "--n-patients-per-subtype",
+        metavar="N[,N...]",
+        help="patients per subtype: one number for all, or one per subtype (default 50)",
+    )
+    cmd.add_argument(
+        "--geometry",
+        choices=["native", "mni"],
+        help="native: scanner grids of their own (default); mni: already on the template grid",
+    )
+    cmd.add_argument("--resolution", type=float, help="simulation resolution in mm (default 2)")
+    cmd.add_argument("--severity", metavar="LOW,HIGH", help="fraction of grey matter lost (default 0.2,0.4)")
+    cmd.add_argument("--variability", type=float, help="spatial variability of atrophy, 0–1 (default 0)")
+    cmd.add_argument("--noise", type=float, help="multiplier of the sites' noise levels (default 1)")
+    cmd.add_argument("--n-sites", type=int, help="number of acquisition sites (default 3)")
+    cmd.add_argument("--n-jobs", type=int, default=1, help="parallel worker processes (default 1)")
+    cmd.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="neurosepclr",
@@ -138,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (summary, _) in COMMANDS.items():
         cmd = sub.add_parser(name, help=summary, description=summary)
         _add_common_options(cmd)
+        if name == "simulate":
+            _add_simulate_options(cmd)
         if name == "config":
             _add_config_options(cmd)
             cmd.add_argument(

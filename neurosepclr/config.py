@@ -14,6 +14,7 @@ Field metadata understood by the validator:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
@@ -33,7 +34,7 @@ MAX_CONFIG_BYTES = 1_000_000
 def _opt(default: Any, help: str, **bounds: Any) -> Any:
     """A dataclass field with a default, a help line and optional bounds."""
     if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"help": help, **bounds})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **bounds})
     return field(default=default, metadata={"help": help, **bounds})
 
 
@@ -87,10 +88,119 @@ class LossConfig:
 
 
 @dataclass
+class SubtypeSpec:
+    """One simulated disease subtype: a name and the atlas regions its atrophy hits."""
+
+    name: str = _opt("subtype", "subtype name (letters, digits, '_' or '-'), used in file names")
+    regions: list[str] = _opt([], "AAL3 region names of the subtype's territory", min_len=1)
+
+    def validate(self, prefix: str) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.name):
+            raise ConfigError(f"{prefix}.name: use letters, digits, '_' or '-' only, got {self.name!r}")
+
+
+DEFAULT_SUBTYPES = [
+    SubtypeSpec(
+        "medial_temporal",
+        [
+            "Hippocampus_L",
+            "Hippocampus_R",
+            "ParaHippocampal_L",
+            "ParaHippocampal_R",
+            "Amygdala_L",
+            "Amygdala_R",
+        ],
+    ),
+    SubtypeSpec(
+        "frontal",
+        [
+            "Frontal_Sup_2_L",
+            "Frontal_Sup_2_R",
+            "Frontal_Mid_2_L",
+            "Frontal_Mid_2_R",
+            "Frontal_Sup_Medial_L",
+            "Frontal_Sup_Medial_R",
+        ],
+    ),
+    SubtypeSpec(
+        "parietal_posterior",
+        [
+            "Parietal_Sup_L",
+            "Parietal_Sup_R",
+            "Parietal_Inf_L",
+            "Parietal_Inf_R",
+            "Angular_L",
+            "Angular_R",
+            "Precuneus_L",
+            "Precuneus_R",
+        ],
+    ),
+]
+
+
+@dataclass
+class SimulateConfig:
+    """Semi-synthetic cohort of ``neurosepclr simulate`` (docs/simulation.md)."""
+
+    n_controls: int = _opt(100, "number of healthy controls (background)", ge=0)
+    n_patients_per_subtype: list[int] = _opt(
+        [50, 50, 50],
+        "patients per subtype: one entry per subtype (imbalance allowed), or one entry for all",
+        ge=0,
+        min_len=1,
+    )
+    subtypes: list[SubtypeSpec] = _opt(DEFAULT_SUBTYPES, "subtypes and their AAL3 territories")
+    severity: list[float] = _opt(
+        [0.2, 0.4], "range [low, high] of the fraction of grey matter lost in the territory", ge=0, le=0.9
+    )
+    spatial_variability: float = _opt(
+        0.0,
+        "0: every patient hit in its whole territory; up to 1: random subsets and smooth "
+        "random modulation of the territory per patient",
+        ge=0,
+        le=1,
+    )
+    resolution: float = _opt(2.0, "resolution (mm) of the simulated anatomy", ge=1.0, le=4.0)
+    geometry: Literal["native", "mni"] = _opt(
+        "native",
+        "native: each image on its own scanner grid (voxel size, orientation, head pose); "
+        "mni: already on the template grid, as after registration",
+    )
+    n_sites: int = _opt(3, "number of acquisition sites (contrast, noise, bias field)", ge=1, le=20)
+    noise: float = _opt(1.0, "multiplier of every site's noise level", ge=0)
+    bias_field: float = _opt(1.0, "multiplier of every site's bias-field strength (0: none)", ge=0)
+    age_range: list[float] = _opt([55.0, 85.0], "uniform age range (years) for everyone", ge=18, le=100)
+    deformation_mm: float = _opt(2.0, "amplitude (mm) of each subject's smooth anatomical deformation", ge=0)
+    misalignment_deg: float = _opt(6.0, "max head rotation (degrees) in native geometry", ge=0, le=45)
+    misalignment_mm: float = _opt(10.0, "max head translation (mm) in native geometry", ge=0)
+
+    def validate(self, prefix: str) -> None:
+        if len(self.n_patients_per_subtype) == 1:
+            self.n_patients_per_subtype = self.n_patients_per_subtype * len(self.subtypes)
+        if len(self.n_patients_per_subtype) != len(self.subtypes):
+            raise ConfigError(
+                f"{prefix}.n_patients_per_subtype: {len(self.n_patients_per_subtype)} counts for "
+                f"{len(self.subtypes)} subtypes"
+            )
+        if len(self.severity) != 2 or self.severity[0] > self.severity[1]:
+            raise ConfigError(
+                f"{prefix}.severity: expected [low, high] with low <= high, got {self.severity}"
+            )
+        if len(self.age_range) != 2 or self.age_range[0] > self.age_range[1]:
+            raise ConfigError(f"{prefix}.age_range: expected [low, high], got {self.age_range}")
+        names = [s.name for s in self.subtypes]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{prefix}.subtypes: subtype names must be unique, got {names}")
+
+
+@dataclass
 class Config:
     """The resolved configuration of one neurosepclr run."""
 
     seed: int = _opt(0, "global random seed (Python, NumPy, torch)", ge=0)
+    simulate: SimulateConfig = field(
+        default_factory=SimulateConfig, metadata={"help": "built-in semi-synthetic cohort"}
+    )
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "SepCLR objective"})
 
 

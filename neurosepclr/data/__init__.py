@@ -1,0 +1,1 @@
+"""Cohort data: MNI template, simulator, BIDS cohort tables, validation and preprocessing."""

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny simulated cohorts (built once per test session)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from neurosepclr.config import load_config
+from neurosepclr.data.simulate import simulate
+
+TINY = [
+    "simulate.n_controls=4",
+    "simulate.n_patients_per_subtype=[2]",
+    "simulate.resolution=3",
+]
+
+
+def tiny_config(*extra: str, seed: int = 7):
+    return load_config(None, [f"seed={seed}", *TINY, *extra])
+
+
+@pytest.fixture(scope="session")
+def tiny_native_cohort(tmp_path_factory):
+    """10 subjects (4 controls, 3 subtypes × 2), scanner geometry, 3 mm."""
+    return simulate(tiny_config(), tmp_path_factory.mktemp("native") / "bids", progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_mni_cohort(tmp_path_factory):
+    """Same design on the template grid, one site, no noise or deformation: salient signal visible."""
+    cfg = tiny_config(
+        "simulate.geometry=mni",
+        "simulate.noise=0",
+        "simulate.deformation_mm=0",
+        "simulate.n_sites=1",
+        "simulate.bias_field=0",
+    )
+    return simulate(cfg, tmp_path_factory.mktemp("mni") / "bids", progress=False)
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

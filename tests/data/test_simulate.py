@@ -1,0 +1,178 @@
+"""neurosepclr simulate: valid BIDS, real affines, salient signal where intended, determinism."""
+
+import hashlib
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurosepclr.cli import main
+from neurosepclr.data.simulate import native_grid, res_label, simulate
+from neurosepclr.data.template import load_template
+from neurosepclr.errors import ConfigError
+from tests.conftest import tiny_config
+
+
+def read_tsv(path):
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def test_bids_layout_and_tables(tiny_native_cohort):
+    root = tiny_native_cohort
+    description = json.loads((root / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "raw" and description["GeneratedBy"][0]["Name"] == "neurosepclr"
+    participants = read_tsv(root / "participants.tsv")
+    assert list(participants.columns) == ["participant_id", "diagnosis", "age", "sex", "site"]
+    assert participants["participant_id"].tolist() == [f"sub-{i:04d}" for i in range(1, 11)]
+    assert participants["diagnosis"].value_counts().to_dict() == {"PT": 6, "CN": 4}
+    for pid in participants["participant_id"]:
+        assert (root / pid / "anat" / f"{pid}_T1w.nii.gz").is_file()
+    truth_dir = root / "derivatives" / "truth"
+    assert json.loads((truth_dir / "dataset_description.json").read_text())["DatasetType"] == "derivative"
+    truth = read_tsv(truth_dir / "truth.tsv")
+    assert "subtype" not in participants.columns and "severity" not in participants.columns
+    patients = truth[truth["group"] == "PT"]
+    assert patients["subtype"].value_counts().to_dict() == {
+        "medial_temporal": 2,
+        "frontal": 2,
+        "parietal_posterior": 2,
+    }
+    assert (truth.loc[truth["group"] == "CN", "subtype"] == "n/a").all()
+    severities = patients["severity"].astype(float)
+    assert severities.between(0.2, 0.4).all()
+
+
+def test_images_carry_their_scanner_geometry(tiny_native_cohort):
+    truth = read_tsv(tiny_native_cohort / "derivatives" / "truth" / "truth.tsv")
+    orientations = set()
+    for row in truth.itertuples():
+        img = nib.load(tiny_native_cohort / row.participant_id / "anat" / f"{row.participant_id}_T1w.nii.gz")
+        assert "".join(nib.aff2axcodes(img.affine)) == row.orientation
+        expected = [float(v) for v in row.voxel_size.split("x")]
+        assert np.allclose(img.header.get_zooms(), expected, atol=1e-4)
+        assert img.header["sform_code"] == 1 and img.header["qform_code"] == 1
+        assert np.allclose(img.get_qform(), img.get_sform(), atol=1e-4)
+        assert img.header["descrip"].tobytes().strip(b"\0") == b""
+        assert img.get_data_dtype() == np.int16 and len(img.shape) == 3
+        orientations.add(row.orientation)
+    assert len(orientations) > 1  # the cohort mixes orientations
+
+
+def test_native_grid_axes_follow_the_orientation_codes():
+    corners = np.array([[-70.0, -100, -50], [70, 70, 80]])
+    for codes in ("RAS", "LPS", "PIR", "ASL"):
+        affine, shape = native_grid(corners, (2.0, 2.5, 3.0), codes)
+        assert "".join(nib.aff2axcodes(affine)) == codes
+        assert np.allclose(np.sqrt((affine[:3, :3] ** 2).sum(0)), [2.0, 2.5, 3.0])
+        ends = np.array([affine @ [0, 0, 0, 1], affine @ [*(np.array(shape) - 1), 1]])[:, :3]
+        assert (ends.min(0) <= corners.min(0)).all() and (ends.max(0) >= corners.max(0)).all()
+
+
+def test_truth_masks_are_in_template_space(tiny_native_cohort):
+    template = load_template(3.0)
+    subtypes = read_tsv(tiny_native_cohort / "derivatives" / "truth" / "subtypes.tsv")
+    assert subtypes["subtype"].tolist() == ["medial_temporal", "frontal", "parietal_posterior"]
+    for row in subtypes.itertuples():
+        assert row.mask == f"space-MNI152NLin2009aSym_res-{res_label(3.0)}_desc-{row.subtype}_mask.nii.gz"
+        img = nib.load(tiny_native_cohort / "derivatives" / "truth" / row.mask)
+        assert img.shape == template.shape and np.allclose(img.affine, template.affine)
+        assert img.header["sform_code"] == 4
+        data = np.asarray(img.dataobj)
+        assert int(data.sum()) == int(row.n_voxels) > 50
+        assert (template.gm[data > 0].mean()) > 0.3  # the territories are grey matter
+
+
+def test_salient_signal_is_inside_the_subtype_masks_and_absent_in_controls(tiny_mni_cohort):
+    root = tiny_mni_cohort
+    truth = read_tsv(root / "derivatives" / "truth" / "truth.tsv")
+    subtypes = read_tsv(root / "derivatives" / "truth" / "subtypes.tsv")
+    masks = {
+        r.subtype: np.asarray(nib.load(root / "derivatives/truth" / r.mask).dataobj) > 0
+        for r in subtypes.itertuples()
+    }
+    template = load_template(3.0)
+    reference = template.brain & (template.wm > 0.9)  # white matter: untouched by atrophy
+
+    def ratio(pid, mask):
+        data = np.asarray(nib.load(root / pid / "anat" / f"{pid}_T1w.nii.gz").dataobj, dtype=float)
+        return data[mask].mean() / data[reference].mean()
+
+    controls = truth[truth["group"] == "CN"]["participant_id"]
+    control_ratio = {name: np.mean([ratio(pid, m) for pid in controls]) for name, m in masks.items()}
+    for row in truth[truth["group"] == "PT"].itertuples():
+        drops = {name: 1 - ratio(row.participant_id, m) / control_ratio[name] for name, m in masks.items()}
+        own = drops.pop(row.subtype)
+        # the patient's own territory lost grey matter; elsewhere only age/site differ from controls
+        assert own > 0.05 and own > max(drops.values()) + 0.04, (row.participant_id, row.subtype, own, drops)
+
+
+def _digest(root):
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_same_seed_gives_identical_bytes_also_in_parallel(tmp_path, tiny_native_cohort):
+    again = simulate(tiny_config(), tmp_path / "again", n_jobs=2, progress=False)
+    assert _digest(again) == _digest(tiny_native_cohort)
+    other = simulate(tiny_config(seed=8), tmp_path / "other", progress=False)
+    assert _digest(other)["participants.tsv"] != _digest(tiny_native_cohort)["participants.tsv"]
+
+
+def test_bad_configurations_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="Hippocampus_X"):
+        simulate(tiny_config("simulate.subtypes=[{name: a, regions: [Hippocampus_X]}]"), tmp_path / "x")
+    with pytest.raises(ConfigError, match="3 counts for 2 subtypes"):
+        tiny_config(
+            "simulate.subtypes=[{name: a, regions: [Hippocampus_L]}, {name: b, regions: [Amygdala_L]}]",
+            "simulate.n_patients_per_subtype=[1, 2, 3]",
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_output_is_kept_unless_forced(tmp_path, capsys):
+    out = tmp_path / "bids"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    args = [
+        "--quiet",
+        "simulate",
+        str(out),
+        "--n-controls",
+        "1",
+        "--n-patients-per-subtype",
+        "1",
+        "--resolution",
+        "4",
+        "--geometry",
+        "mni",
+    ]
+    assert main(args) == 73
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+    assert main([*args, "--force"]) == 0
+    assert not (out / "keep.txt").exists()
+    assert len(read_tsv(out / "participants.tsv")) == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["bids"]  # no partial or old folder left
+
+
+def test_imbalanced_subtypes_and_variability(tmp_path):
+    cfg = tiny_config(
+        "simulate.subtypes=[{name: mt, regions: [Hippocampus_L, Hippocampus_R, Amygdala_L, Amygdala_R]},"
+        " {name: lt, regions: [Temporal_Sup_L, Temporal_Mid_L]}]",
+        "simulate.n_patients_per_subtype=[5, 1]",
+        "simulate.spatial_variability=1.0",
+        "simulate.n_controls=0",
+        "simulate.geometry=mni",
+        "simulate.resolution=4",
+    )
+    out = simulate(cfg, tmp_path / "bids", progress=False)
+    truth = read_tsv(out / "derivatives" / "truth" / "truth.tsv")
+    assert truth["subtype"].value_counts().to_dict() == {"mt": 5, "lt": 1}
+    hit = truth.loc[truth["subtype"] == "mt", "regions_hit"].str.split(",")
+    assert all(1 <= len(regions) <= 4 for regions in hit)
+    assert any(len(regions) < 4 for regions in hit)  # variability drops regions
