@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/neurosepclr config --config pipelines/sepclr-paper-medical.yaml
+	$(BIN)/neurosepclr simulate work/demo/bids --force --n-jobs 2
 
 test: setup
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)

@@ -110,6 +110,26 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from neurosepclr.analysis.evaluate import evaluate
+
+    card = evaluate(args.run_dir, args.truth, args.out, seed=args.seed)
+    table = card["table"]
+    for subset, scores in card.get("subtypes", {}).items():
+        print(f"subtypes ({subset}, n={scores['n']}): ARI {scores['ari']:.3f}  AMI {scores['ami']:.3f}")
+    probes = table[table["section"] == "probe"]
+    if not probes.empty:
+        wide = probes.pivot_table(index=["task", "metric"], columns="space", values="value", sort=False)
+        print("held-out linear probes:")
+        print(wide.round(3).to_string())
+    for label, scores in card.get("saliency", {}).items():
+        print(
+            f"saliency subtype-{label} → {scores['matched_subtype']}: "
+            f"{scores['mass_inside']:.2f} of |saliency| inside the true mask"
+        )
+    return ExitCode.OK
+
+
 def _not_available(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotAvailableError(
@@ -138,7 +158,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     ),
     "evaluate": (
         "score a run against a simulated cohort's truth (ARI, probes, saliency)",
-        _not_available("evaluate", "planned: evaluation"),
+        _cmd_evaluate,
     ),
     "run": (
         "run a whole pipeline YAML: simulate → preprocess → train → subtype → evaluate",
@@ -190,6 +210,24 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common_options(cmd)
         if name == "simulate":
             _add_simulate_options(cmd)
+        if name == "evaluate":
+            cmd.add_argument(
+                "run_dir",
+                type=Path,
+                metavar="RUN_OR_SUBTYPE_DIR",
+                help="folder holding subtypes.tsv and/or embeddings.tsv",
+            )
+            cmd.add_argument(
+                "--truth",
+                type=Path,
+                required=True,
+                metavar="TRUTH_DIR",
+                help="derivatives/truth of a simulated cohort (or the cohort's BIDS root)",
+            )
+            cmd.add_argument(
+                "--out", type=Path, help="where to write scorecard.tsv/json (default: beside the inputs)"
+            )
+            cmd.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
         if name == "config":
             _add_config_options(cmd)
             cmd.add_argument(

@@ -1,0 +1,1 @@
+"""Analysis of trained runs: embeddings, subtyping, saliency, atlas tables, reports, evaluation."""

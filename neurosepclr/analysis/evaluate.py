@@ -1,0 +1,361 @@
+"""The scorecard: how well a run recovers a simulated cohort's truth (docs/method.md, "How results
+are judged").
+
+Inputs are plain files, so SepCLR runs and baselines are scored identically:
+
+* ``subtypes.tsv``: ``participant_id`` and ``subtype`` (``n/a`` for controls), optional ``split``;
+* ``embeddings.tsv``: ``participant_id``, optional ``split`` and one column per coordinate, named
+  ``<space>_<k>`` (``common_0``, ``salient_3``, ``cpca_1``…); every space found is probed;
+* saliency maps ``*subtype-<label>*saliency*.nii.gz`` (any depth), optional.
+
+Measures: ARI/AMI of the predicted subtypes on patients (all, and held-out when a split exists);
+the linear-probe table (patient vs control, subtype, age, sex, site) per space, fitted on the
+training split and scored on held-out subjects (5-fold cross-validation when there is no split);
+saliency localisation (fraction of absolute saliency inside the matched subtype's true mask and the
+rank of the true regions in the AAL3 table).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    adjusted_mutual_info_score,
+    adjusted_rand_score,
+    balanced_accuracy_score,
+    mean_absolute_error,
+    r2_score,
+)
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from neurosepclr.errors import InputDataError, MissingInputError
+from neurosepclr.io import atomic_write_text
+
+TARGET = "PT"
+TRAIN_SPLIT = "train"
+_SPACE_COLUMN = re.compile(r"^(?P<space>[A-Za-z][A-Za-z0-9]*)_(?P<k>\d+)$")
+
+
+@dataclass(frozen=True)
+class Truth:
+    """A simulated cohort's truth: one row per subject, and the subtype masks (MNI)."""
+
+    table: pd.DataFrame
+    masks: dict[str, nib.Nifti1Image]
+    regions: dict[str, list[str]]
+
+
+def read_tsv(path: Path) -> pd.DataFrame:
+    """A BIDS-style TSV: IDs kept as strings, ``n/a`` as missing."""
+    return pd.read_csv(
+        path,
+        sep="\t",
+        dtype={"participant_id": str, "subtype": str, "split": str},
+        na_values=["n/a"],
+        keep_default_na=False,
+    )
+
+
+def load_truth(path: str | Path) -> Truth:
+    """Read ``derivatives/truth`` (or a simulated BIDS root that holds it)."""
+    path = Path(path)
+    if (path / "derivatives" / "truth").is_dir():
+        path = path / "derivatives" / "truth"
+    for name in ("truth.tsv", "subtypes.tsv"):
+        if not (path / name).is_file():
+            raise MissingInputError(f"truth folder {path} has no {name} (written by neurosepclr simulate)")
+    table = read_tsv(path / "truth.tsv")
+    subtypes = read_tsv(path / "subtypes.tsv")
+    masks = {row.subtype: nib.load(path / row.mask) for row in subtypes.itertuples()}
+    regions = {row.subtype: str(row.regions).split(",") for row in subtypes.itertuples()}
+    return Truth(table, masks, regions)
+
+
+def subtype_agreement(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """Adjusted Rand index and adjusted mutual information between two labelings."""
+    return {
+        "ari": float(adjusted_rand_score(true, predicted)),
+        "ami": float(adjusted_mutual_info_score(true, predicted)),
+    }
+
+
+def match_labels(predicted: np.ndarray, true: np.ndarray) -> dict[str, str]:
+    """Map each predicted label to a true label maximising the total overlap (Hungarian)."""
+    pred_labels = sorted(set(map(str, predicted)))
+    true_labels = sorted(set(map(str, true)))
+    overlap = np.array([[np.sum((predicted == p) & (true == t)) for t in true_labels] for p in pred_labels])
+    rows, cols = linear_sum_assignment(-overlap)
+    return {pred_labels[r]: true_labels[c] for r, c in zip(rows, cols, strict=True)}
+
+
+def embedding_spaces(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """Columns grouped by space, from the ``<space>_<k>`` naming convention."""
+    spaces: dict[str, list[tuple[int, str]]] = {}
+    for column in frame.columns:
+        match = _SPACE_COLUMN.match(column)
+        if match:
+            spaces.setdefault(match["space"], []).append((int(match["k"]), column))
+    return {space: [c for _, c in sorted(cols)] for space, cols in spaces.items()}
+
+
+def _classification_probe(x, y, train, seed):
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    return _probe(model, x, y, train, seed, stratify=True)
+
+
+def _regression_probe(x, y, train, seed):
+    return _probe(make_pipeline(StandardScaler(), Ridge(alpha=1.0)), x, y, train, seed, stratify=False)
+
+
+def _probe(model, x, y, train, seed, stratify):
+    """Predictions on held-out subjects: fit on ``train`` rows, or 5-fold CV when there is no split."""
+    if train is not None and train.any() and (~train).any():
+        if stratify and len(set(y[train])) < 2:
+            return None, None
+        model.fit(x[train], y[train])
+        return model.predict(x[~train]), ~train
+    if stratify:
+        counts = pd.Series(y).value_counts()
+        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
+        if folds < 2:
+            return None, None
+        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    else:
+        cv = 5 if len(y) >= 10 else None
+        if cv is None:
+            return None, None
+    return cross_val_predict(model, x, y, cv=cv), np.ones(len(y), dtype=bool)
+
+
+def probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
+    """The method.md probe table for every space: one row per (space, task, metric)."""
+    spaces = embedding_spaces(embeddings)
+    keep = ["participant_id"] + (["split"] if "split" in embeddings else []) + sum(spaces.values(), [])
+    merged = embeddings[keep].merge(truth, on="participant_id", how="inner")
+    split = merged["split"].astype(str).to_numpy() if "split" in merged else None
+    rows = []
+    for space, columns in spaces.items():
+        x = merged[columns].to_numpy(dtype=float)
+        is_patient = (merged["group"] == TARGET).to_numpy()
+        tasks = [
+            ("diagnosis", np.ones(len(merged), bool), merged["group"].to_numpy(), "classification"),
+            ("subtype", is_patient, merged["subtype"].astype(str).to_numpy(), "classification"),
+            ("age", np.ones(len(merged), bool), merged["age"].to_numpy(dtype=float), "regression"),
+            ("sex", np.ones(len(merged), bool), merged["sex"].astype(str).to_numpy(), "classification"),
+            ("site", np.ones(len(merged), bool), merged["site"].astype(str).to_numpy(), "classification"),
+        ]
+        for task, rows_used, target, kind in tasks:
+            train = (split[rows_used] == TRAIN_SPLIT) if split is not None else None
+            if kind == "classification":
+                predicted, held = _classification_probe(x[rows_used], target[rows_used], train, seed)
+                if predicted is None:
+                    continue
+                truth_held = target[rows_used][held]
+                rows.append(
+                    {
+                        "space": space,
+                        "task": task,
+                        "metric": "balanced_accuracy",
+                        "value": balanced_accuracy_score(truth_held, predicted),
+                        "n": int(held.sum()),
+                    }
+                )
+            else:
+                predicted, held = _regression_probe(x[rows_used], target[rows_used], train, seed)
+                if predicted is None:
+                    continue
+                truth_held = target[rows_used][held]
+                rows.append(
+                    {
+                        "space": space,
+                        "task": task,
+                        "metric": "mae",
+                        "value": mean_absolute_error(truth_held, predicted),
+                        "n": int(held.sum()),
+                    }
+                )
+                rows.append(
+                    {
+                        "space": space,
+                        "task": task,
+                        "metric": "r2",
+                        "value": r2_score(truth_held, predicted),
+                        "n": int(held.sum()),
+                    }
+                )
+    return pd.DataFrame(rows, columns=["space", "task", "metric", "value", "n"])
+
+
+def _resample_like(img: nib.Nifti1Image, reference: nib.Nifti1Image, order: int) -> np.ndarray:
+    """``img`` on ``reference``'s grid (world coordinates through both affines)."""
+    if img.shape[:3] == reference.shape[:3] and np.allclose(img.affine, reference.affine, atol=1e-4):
+        return np.asarray(img.dataobj, dtype=np.float64)
+    mapping = np.linalg.inv(img.affine) @ reference.affine
+    coords = np.indices(reference.shape[:3], dtype=np.float64).reshape(3, -1)
+    mapped = mapping[:3, :3] @ coords + mapping[:3, 3:4]
+    data = np.asarray(img.dataobj, dtype=np.float64)
+    return ndimage.map_coordinates(data, mapped, order=order, mode="constant").reshape(reference.shape[:3])
+
+
+def saliency_localisation(
+    saliency: nib.Nifti1Image, mask: nib.Nifti1Image, true_regions: list[str], atlas=None
+) -> dict[str, float]:
+    """Fraction of |saliency| inside the true mask, and the ranks of the true regions (atlas table)."""
+    values = np.abs(np.nan_to_num(np.asarray(saliency.dataobj, dtype=np.float64)))
+    inside = _resample_like(mask, saliency, order=0) > 0.5
+    total = values.sum()
+    result = {
+        "mass_inside": float(values[inside].sum() / total) if total > 0 else float("nan"),
+        "volume_fraction": float(inside.mean()),
+    }
+    if atlas is not None:
+        labels = atlas.resampled_to(saliency.affine, saliency.shape[:3]).labels
+        index = np.unique(labels[labels > 0])
+        means = ndimage.mean(values, labels, index)
+        order = [atlas.names.get(int(i), str(i)) for i in index[np.argsort(-means)]]
+        ranks = [order.index(r) + 1 for r in true_regions if r in order]
+        if ranks:
+            result.update(
+                {
+                    "best_region_rank": float(min(ranks)),
+                    "mean_region_rank": float(np.mean(ranks)),
+                    "n_regions": float(len(order)),
+                }
+            )
+    return result
+
+
+def find_saliency_maps(folder: Path) -> dict[str, Path]:
+    """Predicted-subtype label → saliency map path (``*subtype-<label>*saliency*.nii.gz``)."""
+    maps = {}
+    for path in sorted(folder.rglob("*saliency*.nii*")):
+        match = re.search(r"subtype-([A-Za-z0-9]+)", path.name)
+        if match:
+            maps.setdefault(match.group(1), path)
+    return maps
+
+
+def _locate(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / "subtype" / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def evaluate(
+    run_dir: str | Path, truth_dir: str | Path, out_dir: str | Path | None = None, seed: int = 0
+) -> dict:
+    """Score a run or subtype folder against the truth; write ``scorecard.tsv`` and ``.json``."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise MissingInputError(f"run folder not found: {run_dir}")
+    truth = load_truth(truth_dir)
+    subtypes_path = _locate(run_dir, "subtypes.tsv")
+    embeddings_path = _locate(run_dir, "embeddings.tsv")
+    if subtypes_path is None and embeddings_path is None:
+        raise MissingInputError(f"{run_dir} holds neither subtypes.tsv nor embeddings.tsv to evaluate")
+    known = set(truth.table["participant_id"])
+    rows: list[dict] = []
+    card: dict = {"run": str(run_dir), "truth": str(truth_dir)}
+
+    if subtypes_path is not None:
+        predicted = read_tsv(subtypes_path)
+        _check_ids(predicted, known, subtypes_path)
+        merged = predicted.merge(truth.table, on="participant_id", suffixes=("_pred", ""))
+        patients = merged[merged["group"] == TARGET].dropna(subset=["subtype_pred"])
+        if patients.empty:
+            raise InputDataError(f"{subtypes_path}: no patient has a predicted subtype")
+        subsets = {"all": patients}
+        if "split" in patients and (patients["split"] != TRAIN_SPLIT).any():
+            subsets["held_out"] = patients[patients["split"] != TRAIN_SPLIT]
+        card["subtypes"] = {}
+        for subset, frame in subsets.items():
+            scores = subtype_agreement(
+                frame["subtype_pred"].astype(str).to_numpy(), frame["subtype"].to_numpy()
+            )
+            card["subtypes"][subset] = {**scores, "n": len(frame)}
+            for metric, value in scores.items():
+                rows.append(
+                    {
+                        "section": "subtype",
+                        "space": "predicted",
+                        "task": "subtype",
+                        "metric": metric,
+                        "subset": subset,
+                        "value": value,
+                        "n": len(frame),
+                    }
+                )
+        mapping = match_labels(
+            patients["subtype_pred"].astype(str).to_numpy(), patients["subtype"].to_numpy()
+        )
+        card["label_matching"] = mapping
+        maps = find_saliency_maps(subtypes_path.parent)
+        if maps:
+            card["saliency"] = _score_saliency(maps, mapping, truth, rows)
+
+    if embeddings_path is not None:
+        embeddings = read_tsv(embeddings_path)
+        _check_ids(embeddings, known, embeddings_path)
+        probes = probe_table(embeddings, truth.table, seed)
+        card["probes"] = probes.to_dict(orient="records")
+        for record in probes.to_dict(orient="records"):
+            rows.append({"section": "probe", "subset": "held_out", **record})
+
+    out = Path(out_dir) if out_dir is not None else (subtypes_path or embeddings_path).parent
+    table = pd.DataFrame(rows, columns=["section", "space", "task", "metric", "subset", "value", "n"])
+    atomic_write_text(
+        out / "scorecard.tsv",
+        table.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.4f", lineterminator="\n"),
+    )
+    atomic_write_text(out / "scorecard.json", json.dumps(card, indent=2, default=float) + "\n")
+    card["table"] = table
+    return card
+
+
+def _check_ids(frame: pd.DataFrame, known: set[str], path: Path) -> None:
+    if "participant_id" not in frame:
+        raise InputDataError(f"{path}: no participant_id column")
+    unknown = sorted(set(frame["participant_id"]) - known)
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (" …" if len(unknown) > 5 else "")
+        raise InputDataError(f"{path}: {len(unknown)} participant(s) not in the truth table: {shown}")
+
+
+def _score_saliency(maps: dict[str, Path], mapping: dict[str, str], truth: Truth, rows: list[dict]) -> dict:
+    from neurosepclr.atlases import load_atlas
+
+    atlas = load_atlas("aal")
+    scores = {}
+    for label, path in maps.items():
+        true_subtype = mapping.get(label)
+        if true_subtype is None:
+            continue
+        result = saliency_localisation(
+            nib.load(path), truth.masks[true_subtype], truth.regions[true_subtype], atlas
+        )
+        scores[label] = {"matched_subtype": true_subtype, **result}
+        for metric, value in result.items():
+            rows.append(
+                {
+                    "section": "saliency",
+                    "space": f"subtype-{label}",
+                    "task": true_subtype,
+                    "metric": metric,
+                    "subset": "all",
+                    "value": value,
+                    "n": 1,
+                }
+            )
+    return scores
