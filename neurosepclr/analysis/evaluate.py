@@ -141,7 +141,8 @@ def _probe(model, x, y, train, seed, stratify):
 def probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """The method.md probe table for every space: one row per (space, task, metric)."""
     spaces = embedding_spaces(embeddings)
-    keep = ["participant_id"] + (["split"] if "split" in embeddings else []) + sum(spaces.values(), [])
+    coordinates = [column for columns in spaces.values() for column in columns]
+    keep = ["participant_id"] + (["split"] if "split" in embeddings else []) + coordinates
     merged = embeddings[keep].merge(truth, on="participant_id", how="inner")
     split = merged["split"].astype(str).to_numpy() if "split" in merged else None
     rows = []
