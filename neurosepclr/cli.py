@@ -130,6 +130,47 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> int:
+    from neurosepclr.config import load_config
+
+    overrides = list(args.overrides)
+    flags = {
+        "preprocess.resolution": args.resolution,
+        "preprocess.registration": args.registration,
+        "data.group_column": args.group_column,
+    }
+    overrides += [f"{key}={value}" for key, value in flags.items() if value is not None]
+    if args.background:
+        overrides.append(f"data.background=[{args.background}]")
+    if args.target:
+        overrides.append(f"data.target=[{args.target}]")
+    config = load_config(args.config, overrides)
+
+    from neurosepclr.data.cohort import GroupMapping, build_cohort
+    from neurosepclr.data.preprocess import preprocess
+    from neurosepclr.io import attach_log_file
+
+    mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
+    cohort = build_cohort(args.bids_dir, mapping, args.participant_label)
+    log_path = attach_log_file(args.out_dir, "preprocess")
+    log.info(
+        "preprocess %d image(s) from %s into %s (log %s)", len(cohort), args.bids_dir, args.out_dir, log_path
+    )
+    qc = preprocess(
+        cohort, args.out_dir, config, n_jobs=args.n_jobs, skip_bad=args.skip_bad, progress=not args.quiet
+    )
+    failed = int((~qc["qc_pass"].astype(bool)).sum())
+    if failed:
+        log.warning(
+            "%d image(s) failed QC (template correlation below %.2f): see %s/qc.tsv",
+            failed,
+            config.preprocess.qc_min_correlation,
+            args.out_dir,
+        )
+    print(args.out_dir)
+    return ExitCode.OK
+
+
 def _not_available(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotAvailableError(
@@ -146,7 +187,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     ),
     "preprocess": (
         "validate a BIDS cohort and register it to MNI space (derivatives)",
-        _not_available("preprocess", "planned: preprocessing"),
+        _cmd_preprocess,
     ),
     "train": (
         "train the common and salient encoders with the SepCLR objective",
@@ -210,6 +251,39 @@ def build_parser() -> argparse.ArgumentParser:
         _add_common_options(cmd)
         if name == "simulate":
             _add_simulate_options(cmd)
+        if name == "preprocess":
+            cmd.add_argument("bids_dir", type=Path, metavar="BIDS_DIR", help="BIDS raw dataset")
+            cmd.add_argument(
+                "out_dir", type=Path, metavar="OUT_DIR", help="derivatives folder to create or update"
+            )
+            _add_config_options(cmd)
+            cmd.add_argument(
+                "--participant-label",
+                nargs="+",
+                metavar="LABEL",
+                help="process only these subjects (with or without 'sub-')",
+            )
+            cmd.add_argument(
+                "--group-column", help="participants.tsv column holding the group (default diagnosis)"
+            )
+            cmd.add_argument(
+                "--background", metavar="V[,V...]", help="values meaning background (default CN)"
+            )
+            cmd.add_argument("--target", metavar="V[,V...]", help="values meaning target (default PT)")
+            cmd.add_argument(
+                "--resolution", type=float, help="analysis resolution in mm: 1, 1.5, 2 (default), 3, 4"
+            )
+            cmd.add_argument(
+                "--registration",
+                choices=["affine", "rigid", "syn", "none"],
+                help="registration to MNI (default affine); none for inputs already in MNI space",
+            )
+            cmd.add_argument("--n-jobs", type=int, default=1, help="parallel worker processes (default 1)")
+            cmd.add_argument(
+                "--skip-bad",
+                action="store_true",
+                help="exclude images failing validation into excluded.tsv instead of stopping",
+            )
         if name == "evaluate":
             cmd.add_argument(
                 "run_dir",

@@ -194,12 +194,64 @@ class SimulateConfig:
 
 
 @dataclass
+class DataConfig:
+    """How a BIDS cohort maps onto background (controls) and target (patients)."""
+
+    group_column: str = _opt("diagnosis", "participants.tsv column holding the group")
+    background: list[str] = _opt(["CN"], "values of group_column meaning background (controls)", min_len=1)
+    target: list[str] = _opt(["PT"], "values of group_column meaning target (patients)", min_len=1)
+
+    def validate(self, prefix: str) -> None:
+        overlap = sorted(set(self.background) & set(self.target))
+        if overlap:
+            raise ConfigError(f"{prefix}.target: values both background and target: {', '.join(overlap)}")
+
+
+@dataclass
+class PreprocessConfig:
+    """``neurosepclr preprocess``: validation limits, registration and output grid (docs/preprocess.md)."""
+
+    resolution: float = _opt(2.0, "analysis resolution in mm: 1, 1.5, 2, 3 or 4")
+    registration: Literal["affine", "rigid", "syn", "none"] = _opt(
+        "affine",
+        "registration to MNI152NLin2009aSym: affine (rigid then affine), rigid, syn "
+        "(affine then nonlinear) or none (inputs already in MNI space)",
+    )
+    bias_correction: bool = _opt(True, "N4 bias-field correction before registration")
+    n4_shrink: int = _opt(4, "N4 shrink factor on the analysis-resolution image", ge=1, le=8)
+    n4_iterations: list[int] = _opt(
+        [30, 30, 30], "N4 iterations per fitting level (benchmarks/preprocess.md)", ge=1, min_len=1
+    )
+    crop_margin_mm: float = _opt(4.0, "margin (mm) kept around the template's brain box", ge=0, le=40)
+    qc_min_correlation: float = _opt(
+        0.5, "QC fails below this correlation with the template inside the brain mask", ge=-1, le=1
+    )
+    max_nonfinite_fraction: float = _opt(
+        1e-4,
+        "reject an image whose NaN/Inf voxel fraction exceeds this (fewer are set to 0, with a warning)",
+        ge=0,
+        le=1,
+    )
+    max_voxels: int = _opt(512**3, "reject a header declaring more voxels than this (before loading)", ge=1)
+
+    def validate(self, prefix: str) -> None:
+        if self.resolution not in (1.0, 1.5, 2.0, 3.0, 4.0):
+            raise ConfigError(
+                f"{prefix}.resolution: must be one of 1, 1.5, 2, 3, 4 (mm), got {self.resolution}"
+            )
+
+
+@dataclass
 class Config:
     """The resolved configuration of one neurosepclr run."""
 
     seed: int = _opt(0, "global random seed (Python, NumPy, torch)", ge=0)
     simulate: SimulateConfig = field(
         default_factory=SimulateConfig, metadata={"help": "built-in semi-synthetic cohort"}
+    )
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "cohort group mapping"})
+    preprocess: PreprocessConfig = field(
+        default_factory=PreprocessConfig, metadata={"help": "validation, registration, output grid"}
     )
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "SepCLR objective"})
 

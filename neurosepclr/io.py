@@ -6,8 +6,10 @@ into place, so an interrupted run never leaves a half-written file under the fin
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from neurosepclr.errors import OutputError
@@ -39,3 +41,21 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = FILE_MODE) -> 
 def atomic_write_text(path: str | Path, text: str, mode: int = FILE_MODE) -> Path:
     """UTF-8 text version of :func:`atomic_write_bytes`."""
     return atomic_write_bytes(path, text.encode("utf-8"), mode)
+
+
+def attach_log_file(folder: str | Path, command: str) -> Path:
+    """Also log the ``neurosepclr`` logger to ``folder/logs/<command>_<UTC time>.log``; returns the path."""
+    logs = Path(folder) / "logs"
+    try:
+        logs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {logs}: {exc.strerror or exc}") from None
+    path = logs / f"{command}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.log"
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logger = logging.getLogger("neurosepclr")
+    logger.addHandler(handler)
+    if logger.level > logging.INFO or logger.level == logging.NOTSET:
+        handler.setLevel(logging.INFO)
+    return path

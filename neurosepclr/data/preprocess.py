@@ -1,0 +1,408 @@
+"""``neurosepclr preprocess``: a BIDS cohort → model-ready volumes in MNI152NLin2009aSym space.
+
+Per image: validation (:mod:`neurosepclr.data.validate`) → reorientation to RAS → resampling to the
+analysis resolution → N4 bias-field correction (ANTs) → registration to the MNI152 2009a template
+at the analysis resolution (ANTs; rigid, affine or SyN) → the template's brain mask → cropping to the
+template's brain box → robust intensity normalisation within the brain → QC (correlation with the
+template inside the mask, and a PNG mosaic).
+
+Outputs form a BIDS derivatives folder; every file is written atomically. Each subject's sidecar
+JSON records the SHA-256 of its input and of the parameters, so a re-run skips subjects whose input
+content and parameters are unchanged (cache keyed by content, not by path).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from neurosepclr import __version__
+from neurosepclr.config import Config, PreprocessConfig, dump_config
+from neurosepclr.data.cohort import CohortTable
+from neurosepclr.data.simulate import res_label
+from neurosepclr.data.template import SPACE, load_template, make_nifti
+from neurosepclr.data.validate import ValidationPolicy, validate_image
+from neurosepclr.errors import InputDataError, NeurosepclrError
+from neurosepclr.io import atomic_write_bytes, atomic_write_text
+
+log = logging.getLogger("neurosepclr")
+
+PIPELINE_VERSION = "1"  # bump whenever processing changes: it invalidates every cached subject
+ANTS_TRANSFORMS = {"rigid": "Rigid", "affine": "Affine", "syn": "SyN"}
+
+
+@dataclass(frozen=True)
+class OutputGrid:
+    """The analysis grid: the template at the analysis resolution, cropped to its brain box."""
+
+    resolution: float
+    affine: np.ndarray
+    shape: tuple[int, int, int]
+    t1: np.ndarray
+    brain: np.ndarray
+
+    def image(self, data: np.ndarray, dtype=np.float32) -> nib.Nifti1Image:
+        return make_nifti(np.asarray(data, dtype=dtype), self.affine, code=4)
+
+
+@functools.lru_cache(maxsize=4)
+def analysis_grid(resolution: float, margin_mm: float) -> OutputGrid:
+    """Template grid at ``resolution`` cropped to the brain's bounding box plus ``margin_mm``."""
+    template = load_template(resolution)
+    margin = int(np.ceil(margin_mm / resolution))
+    ijk = np.argwhere(template.brain)
+    lo = np.maximum(ijk.min(0) - margin, 0)
+    hi = np.minimum(ijk.max(0) + margin + 1, template.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    affine = template.affine.copy()
+    affine[:3, 3] = template.affine[:3, :3] @ lo + template.affine[:3, 3]
+    shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    return OutputGrid(resolution, affine, shape, template.t1[box], template.brain[box])  # type: ignore[arg-type]
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def params_hash(cfg: PreprocessConfig) -> str:
+    """Hash of everything that changes a subject's outputs (parameters, pipeline and ANTs versions)."""
+    import ants
+
+    payload = {"params": asdict(cfg), "pipeline": PIPELINE_VERSION, "ants": getattr(ants, "__version__", "?")}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def subject_stem(participant_id: str, session_id: str) -> str:
+    return participant_id if session_id in ("n/a", "", None) else f"{participant_id}_{session_id}"
+
+
+def subject_folder(participant_id: str, session_id: str) -> Path:
+    base = Path(participant_id)
+    return (base if session_id in ("n/a", "", None) else base / session_id) / "anat"
+
+
+def output_paths(participant_id: str, session_id: str, resolution: float) -> dict[str, Path]:
+    """Dataset-relative paths of a subject's derivatives (BIDS entities in every name)."""
+    folder = subject_folder(participant_id, session_id)
+    stem = subject_stem(participant_id, session_id)
+    space = f"space-{SPACE}_res-{res_label(resolution)}"
+    return {
+        "preproc": folder / f"{stem}_{space}_desc-preproc_T1w.nii.gz",
+        "mask": folder / f"{stem}_{space}_desc-brain_mask.nii.gz",
+        "sidecar": folder / f"{stem}_{space}_desc-preproc_T1w.json",
+        "xfm": folder / f"{stem}_from-T1w_to-{SPACE}_mode-image_xfm.mat",
+        "warp": folder / f"{stem}_from-T1w_to-{SPACE}_mode-image_xfm.nii.gz",
+        "qc_png": folder / f"{stem}_{space}_desc-qc_T1w.png",
+    }
+
+
+def robust_normalise(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(x − median) / IQR inside the brain mask, 0 outside; raises on a flat brain."""
+    values = data[mask]
+    q25, median, q75 = np.percentile(values, [25, 50, 75])
+    if q75 - q25 <= 0:
+        raise ValueError("intensities inside the brain mask have no spread")
+    return np.where(mask, (data - median) / (q75 - q25), 0.0).astype(np.float32)
+
+
+def template_correlation(data: np.ndarray, grid: OutputGrid) -> float:
+    """Pearson correlation with the template T1 inside the template's brain mask."""
+    return float(np.corrcoef(data[grid.brain], grid.t1[grid.brain])[0, 1])
+
+
+def resample_to_grid(img: nib.Nifti1Image, grid: OutputGrid, order: int = 1) -> np.ndarray:
+    """``img`` sampled on ``grid`` through world coordinates (for inputs already in MNI space)."""
+    mapping = np.linalg.inv(img.affine) @ grid.affine
+    coords = np.indices(grid.shape, dtype=np.float64).reshape(3, -1)
+    mapped = mapping[:3, :3] @ coords + mapping[:3, 3:4]
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    return ndimage.map_coordinates(data, mapped, order=order, mode="constant").reshape(grid.shape)
+
+
+def _to_ants(img: nib.Nifti1Image, folder: Path, name: str):
+    """nibabel → ANTs through a NIfTI file, so ITK applies its own RAS→LPS conventions."""
+    import ants
+
+    path = folder / f"{name}.nii.gz"
+    nib.save(make_nifti(np.asarray(img.dataobj, dtype=np.float32), img.affine), path)
+    return ants.image_read(str(path))
+
+
+def register_to_template(
+    img: nib.Nifti1Image, cfg: PreprocessConfig, grid: OutputGrid, seed: int, work: Path
+):
+    """N4 + registration with ANTs; returns (data on the grid, list of transform files)."""
+    import ants
+
+    moving = _to_ants(img, work, "moving")
+    fixed = _to_ants(grid.image(grid.t1), work, "fixed")
+    res = cfg.resolution
+    if min(moving.spacing) < 0.9 * res:  # work at the analysis resolution: anti-alias, then resample
+        sigma = 0.4 * (res - min(moving.spacing))
+        moving = ants.resample_image(
+            ants.smooth_image(moving, sigma, sigma_in_physical_coordinates=True),
+            (res, res, res),
+            use_voxels=False,
+            interp_type=0,
+        )
+    if cfg.bias_correction:
+        convergence = {"iters": list(cfg.n4_iterations), "tol": 1e-6}
+        moving = ants.n4_bias_field_correction(moving, shrink_factor=cfg.n4_shrink, convergence=convergence)
+    if cfg.registration == "none":
+        warped = ants.resample_image_to_target(moving, fixed, interp_type="linear")
+        return warped.numpy(), []
+    reg = ants.registration(
+        fixed,
+        moving,
+        type_of_transform=ANTS_TRANSFORMS[cfg.registration],
+        random_seed=seed,
+        outprefix=str(work / "reg_"),
+    )
+    warped = ants.apply_transforms(fixed, moving, reg["fwdtransforms"], interpolator="linear")
+    return warped.numpy(), list(reg["fwdtransforms"])
+
+
+def qc_mosaic(data: np.ndarray, grid: OutputGrid, title: str) -> bytes:
+    """PNG: three orthogonal slices of the preprocessed image with the template's brain outline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centre = [s // 2 for s in grid.shape]
+    slices = [
+        (data[centre[0]], grid.brain[centre[0]]),
+        (data[:, centre[1]], grid.brain[:, centre[1]]),
+        (data[:, :, centre[2]], grid.brain[:, :, centre[2]]),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
+    for ax, (image, mask) in zip(axes, slices, strict=True):
+        ax.imshow(image.T, origin="lower", cmap="gray", vmin=-2.5, vmax=2.5)
+        ax.contour(mask.T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
+        ax.set_axis_off()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def _nifti_gz(img: nib.Nifti1Image) -> bytes:
+    import gzip
+
+    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+
+
+def check_image(row: dict, root: Path, cfg: PreprocessConfig) -> str | None:
+    """Validate one image; the one-line error, or None when it is fine."""
+    try:
+        validate_image(root / row["path"], row["participant_id"], row["path"], _policy(cfg))
+    except NeurosepclrError as exc:
+        return str(exc)
+    return None
+
+
+def _policy(cfg: PreprocessConfig) -> ValidationPolicy:
+    return ValidationPolicy(max_voxels=cfg.max_voxels, max_nonfinite_fraction=cfg.max_nonfinite_fraction)
+
+
+def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, seed: int, phash: str) -> dict:
+    """Preprocess one image (or reuse its cached outputs); returns its QC row."""
+    pid, session = row["participant_id"], row["session_id"]
+    paths = output_paths(pid, session, cfg.resolution)
+    source = root / row["path"]
+    input_hash = sha256_file(source)
+    sidecar = out / paths["sidecar"]
+    if sidecar.is_file():
+        try:
+            meta = json.loads(sidecar.read_text())
+        except (OSError, json.JSONDecodeError):
+            meta = {}
+        outputs_there = all((out / paths[k]).is_file() for k in ("preproc", "mask", "qc_png"))
+        if meta.get("InputSHA256") == input_hash and meta.get("ParamsSHA256") == phash and outputs_there:
+            return {**meta["QC"], "cached": True}
+
+    grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
+    validated = validate_image(source, pid, row["path"], _policy(cfg))
+    canonical = nib.as_closest_canonical(validated.to_nifti())
+    with tempfile.TemporaryDirectory(prefix="neurosepclr-") as tmp:
+        work = Path(tmp)
+        warped, transforms = register_to_template(canonical, cfg, grid, seed, work)
+        try:
+            normalised = robust_normalise(warped, grid.brain)
+        except ValueError as exc:
+            raise InputDataError(f"{pid}: {row['path']}: after registration, {exc}") from None
+        correlation = template_correlation(normalised, grid)
+        qc = {
+            "participant_id": pid,
+            "session_id": session,
+            "template_correlation": round(correlation, 4),
+            "qc_pass": bool(correlation >= cfg.qc_min_correlation),
+            "nonfinite_voxels": validated.nonfinite_voxels,
+            "warnings": " | ".join(validated.warnings) if validated.warnings else "n/a",
+        }
+        atomic_write_bytes(out / paths["preproc"], _nifti_gz(grid.image(normalised)))
+        atomic_write_bytes(out / paths["mask"], _nifti_gz(grid.image(grid.brain, dtype=np.uint8)))
+        for transform in transforms:
+            key = "xfm" if transform.endswith(".mat") else "warp"
+            atomic_write_bytes(out / paths[key], Path(transform).read_bytes())
+        title = f"{subject_stem(pid, session)}  r={correlation:.3f}  {'PASS' if qc['qc_pass'] else 'FAIL'}"
+        atomic_write_bytes(out / paths["qc_png"], qc_mosaic(normalised, grid, title))
+    meta = {
+        "Sources": [f"bids:raw:{row['path']}"],
+        "SpatialReference": SPACE,
+        "Resolution": f"{cfg.resolution:g} mm",
+        "Registration": cfg.registration,
+        "BiasCorrection": "N4" if cfg.bias_correction else "none",
+        "IntensityNormalisation": "(x - median) / IQR within the template brain mask",
+        "InputSHA256": input_hash,
+        "ParamsSHA256": phash,
+        "PipelineVersion": PIPELINE_VERSION,
+        "Transforms": [paths["xfm" if t.endswith(".mat") else "warp"].name for t in transforms],
+        "QC": qc,
+    }
+    atomic_write_text(sidecar, json.dumps(meta, indent=2) + "\n")  # last: marks the subject complete
+    return {**qc, "cached": False}
+
+
+def _tsv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+
+
+def preprocess(
+    cohort: CohortTable,
+    out_dir: str | Path,
+    config: Config,
+    n_jobs: int = 1,
+    skip_bad: bool = False,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Preprocess every image of ``cohort`` into the derivatives folder ``out_dir``; returns qc.tsv."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    cfg = config.preprocess
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = cohort.frame.to_dict(orient="records")
+    threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs))
+    os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", str(threads))
+
+    checks = Parallel(n_jobs=n_jobs)(
+        delayed(check_image)(r, cohort.root, cfg)
+        for r in tqdm(rows, desc="validate", unit="image", disable=not progress)
+    )
+    failures = [(r, msg) for r, msg in zip(rows, checks, strict=True) if msg is not None]
+    if failures and not skip_bad:
+        first = failures[0][1]
+        more = f" ({len(failures)} of {len(rows)} images failed validation; --skip-bad excludes them)"
+        raise InputDataError(first + (more if len(failures) > 1 else ""))
+    excluded = pd.DataFrame(
+        [
+            {
+                "participant_id": r["participant_id"],
+                "session_id": r["session_id"],
+                "path": r["path"],
+                "reason": msg,
+            }
+            for r, msg in failures
+        ],
+        columns=["participant_id", "session_id", "path", "reason"],
+    )
+    for _, message in failures:
+        log.warning("excluded: %s", message)
+    good = [r for r, msg in zip(rows, checks, strict=True) if msg is None]
+    if not good:
+        raise InputDataError("no image passed validation; nothing to preprocess")
+
+    phash = params_hash(cfg)
+    jobs = (delayed(process_subject)(r, cohort.root, out, cfg, config.seed, phash) for r in good)
+    results = []
+    for result in tqdm(
+        Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
+        total=len(good),
+        desc="preprocess",
+        unit="image",
+        disable=not progress,
+    ):
+        results.append(result)
+    qc = pd.DataFrame(results)
+    cached = int(qc.pop("cached").sum())
+    log.info(
+        "preprocessed %d image(s), %d reused from cache, %d excluded", len(qc) - cached, cached, len(failures)
+    )
+
+    _write_dataset_files(out, cohort, config, qc, excluded)
+    return qc
+
+
+def _write_dataset_files(
+    out: Path, cohort: CohortTable, config: Config, qc: pd.DataFrame, excluded: pd.DataFrame
+) -> None:
+    cfg = config.preprocess
+    atomic_write_text(
+        out / "dataset_description.json",
+        json.dumps(
+            {
+                "Name": "neurosepclr preprocessed T1w",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [
+                    {
+                        "Name": "neurosepclr",
+                        "Version": __version__,
+                        "Description": f"neurosepclr preprocess ({cfg.registration} registration to {SPACE}, "
+                        f"{cfg.resolution:g} mm)",
+                    }
+                ],
+                "SourceDatasets": [{"URL": cohort.root.resolve().as_uri()}],
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
+    atomic_write_bytes(
+        out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_T1w.nii.gz", _nifti_gz(grid.image(grid.t1))
+    )
+    atomic_write_bytes(
+        out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_desc-brain_mask.nii.gz",
+        _nifti_gz(grid.image(grid.brain, dtype=np.uint8)),
+    )
+    table = cohort.frame.merge(
+        qc[["participant_id", "session_id", "template_correlation", "qc_pass"]],
+        on=["participant_id", "session_id"],
+        how="inner",
+    )
+    table.insert(
+        3,
+        "preproc",
+        [
+            output_paths(p, s, cfg.resolution)["preproc"].as_posix()
+            for p, s in zip(table["participant_id"], table["session_id"], strict=True)
+        ],
+    )
+    atomic_write_text(out / "cohort.tsv", _tsv(table))
+    atomic_write_text(out / "qc.tsv", _tsv(qc))
+    if len(excluded):
+        atomic_write_text(out / "excluded.tsv", _tsv(excluded))
+    elif (out / "excluded.tsv").exists():
+        (out / "excluded.tsv").unlink()
+    atomic_write_text(out / "preprocess.yaml", dump_config(config))
