@@ -119,8 +119,8 @@ def build_cohort(
     problems: list[str] = []
     if mapping.column not in participants.columns:
         raise InputDataError(
-            f"participants.tsv: no group column '{mapping.column}' (columns: {', '.join(participants.columns)}); "
-            "set it with --group-column"
+            f"participants.tsv: no group column '{mapping.column}' "
+            f"(columns: {', '.join(participants.columns)}); set it with --group-column"
         )
     ids = participants["participant_id"].fillna("")
     for number, pid in enumerate(ids, start=2):

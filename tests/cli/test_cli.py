@@ -66,10 +66,15 @@ def test_config_dump_to_file_round_trips(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["resolved.yaml"]  # no temp file left
 
 
-@pytest.mark.parametrize("name", ["preprocess", "train", "subtype", "run"])
+@pytest.mark.parametrize("name", ["train", "subtype", "run"])
 def test_commands_not_yet_built_exit_70_with_a_clear_message(name, capsys):
     assert main([name]) == 70
     assert "not available yet" in capsys.readouterr().err
+
+
+def test_missing_positional_arguments_exit_64(capsys):
+    assert main(["preprocess"]) == 64
+    assert "the following arguments are required: BIDS_DIR, OUT_DIR" in capsys.readouterr().err
 
 
 def test_console_script_entry_point_runs():
