@@ -2,6 +2,7 @@
 
 import gzip
 import hashlib
+import re
 
 import nibabel as nib
 import numpy as np
@@ -145,5 +146,5 @@ def test_qform_sform_disagreement_uses_the_sform_with_a_warning(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(MissingInputError, match="sub-01: x.nii.gz: file not found"):
+    with pytest.raises(MissingInputError, match=re.escape("sub-01: x.nii.gz: file not found")):
         validate_image(tmp_path / "x.nii.gz", "sub-01")
