@@ -28,7 +28,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/neurosepclr simulate work/demo/bids --force --n-jobs 2
+	$(BIN)/neurosepclr simulate work/demo/bids --force --n-jobs 2 --n-controls 40 --n-patients-per-subtype 20
+	$(BIN)/neurosepclr preprocess work/demo/bids work/demo/derivatives --n-jobs 2
 
 test: setup
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
