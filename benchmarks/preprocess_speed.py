@@ -56,15 +56,25 @@ def run_one(method: str, image: Path, resolution: float) -> dict:
     else:
         moving = ants.n4_bias_field_correction(_to_ants(canonical, work, "moving"))
         reg = ants.registration(fixed_1mm, moving, type_of_transform="Affine", random_seed=0)
-        warped = ants.apply_transforms(fixed_grid, moving, reg["fwdtransforms"], interpolator="linear").numpy()
+        warped = ants.apply_transforms(
+            fixed_grid, moving, reg["fwdtransforms"], interpolator="linear"
+        ).numpy()
     seconds = time.perf_counter() - start
     correlation = template_correlation(robust_normalise(np.asarray(warped), grid.brain), grid)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"method": method, "image": image.name, "seconds": seconds, "correlation": correlation, "peak_rss_mb": peak_mb}
+    return {
+        "method": method,
+        "image": image.name,
+        "seconds": seconds,
+        "correlation": correlation,
+        "peak_rss_mb": peak_mb,
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("bids", type=Path)
     parser.add_argument("--resolution", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=2)
@@ -78,22 +88,44 @@ def main() -> None:
     results = []
     for image in images:
         for method in ("ants-default", "neurosepclr"):
-            out = subprocess.run([sys.executable, __file__, str(args.bids), "--resolution", str(args.resolution),
-                                  "--threads", str(args.threads), "--one", method, str(image)],
-                                 capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    str(args.bids),
+                    "--resolution",
+                    str(args.resolution),
+                    "--threads",
+                    str(args.threads),
+                    "--one",
+                    method,
+                    str(image),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(json.dumps(results[-1]), flush=True)
     import pandas as pd
 
     frame = pd.DataFrame(results)
-    summary = frame.groupby("method").agg(seconds=("seconds", "mean"), correlation=("correlation", "mean"),
-                                          peak_rss_mb=("peak_rss_mb", "max"), n=("image", "count"))
+    summary = frame.groupby("method").agg(
+        seconds=("seconds", "mean"),
+        correlation=("correlation", "mean"),
+        peak_rss_mb=("peak_rss_mb", "max"),
+        n=("image", "count"),
+    )
     paired = frame.pivot(index="image", columns="method", values=["seconds", "correlation"])
-    speedup = (paired["seconds"]["ants-default"] / paired["seconds"]["neurosepclr"])
-    gap = (paired["correlation"]["neurosepclr"] - paired["correlation"]["ants-default"])
+    speedup = paired["seconds"]["ants-default"] / paired["seconds"]["neurosepclr"]
+    gap = paired["correlation"]["neurosepclr"] - paired["correlation"]["ants-default"]
     print(summary.round(3).to_string())
-    print(f"speed-up (per image, ants-default / neurosepclr): mean {speedup.mean():.1f}x, min {speedup.min():.1f}x")
-    print(f"correlation difference (neurosepclr - ants-default): mean {gap.mean():+.4f}, worst {gap.min():+.4f}")
+    print(
+        f"speed-up (per image, ants-default / neurosepclr): mean {speedup.mean():.1f}x, min {speedup.min():.1f}x"
+    )
+    print(
+        f"correlation difference (neurosepclr - ants-default): mean {gap.mean():+.4f}, worst {gap.min():+.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -155,3 +155,30 @@ def test_inputs_already_in_mni_space(tiny_mni_cohort, tmp_path):
     qc = pd.read_csv(out / "qc.tsv", sep="\t")
     assert (qc["template_correlation"] > 0.8).all()
     assert not list(out.rglob("*_xfm.mat"))
+
+
+@pytest.mark.slow
+def test_syn_registration_writes_the_warp_field(prepared, tmp_path):
+    bids, _ = prepared
+    out = tmp_path / "syn"
+    assert (
+        main(
+            [
+                "--quiet",
+                "preprocess",
+                str(bids),
+                str(out),
+                "--resolution",
+                "3",
+                "--registration",
+                "syn",
+                "--participant-label",
+                "sub-0001",
+            ]
+        )
+        == 0
+    )
+    folder = out / "sub-0001" / "anat"
+    assert (folder / "sub-0001_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.nii.gz").is_file()
+    assert (folder / "sub-0001_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.mat").is_file()
+    assert pd.read_csv(out / "qc.tsv", sep="\t")["template_correlation"].iloc[0] > 0.6
