@@ -121,7 +121,8 @@ def main() -> None:
     gap = paired["correlation"]["neurosepclr"] - paired["correlation"]["ants-default"]
     print(summary.round(3).to_string())
     print(
-        f"speed-up (per image, ants-default / neurosepclr): mean {speedup.mean():.1f}x, min {speedup.min():.1f}x"
+        f"speed-up (per image, ants-default / neurosepclr): mean {speedup.mean():.1f}x, "
+        f"min {speedup.min():.1f}x"
     )
     print(
         f"correlation difference (neurosepclr - ants-default): mean {gap.mean():+.4f}, worst {gap.min():+.4f}"
