@@ -171,6 +171,28 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from neurosepclr.config import load_config
+
+    config = load_config(args.config, args.overrides)
+    from neurosepclr.io import attach_log_file
+    from neurosepclr.training.loop import train
+
+    if not (args.derivatives / "cohort.tsv").is_file():
+        from neurosepclr.errors import MissingInputError
+
+        raise MissingInputError(f"{args.derivatives}: no cohort.tsv (run neurosepclr preprocess first)")
+    log_path = attach_log_file(args.run_dir, "train")
+    log.info("train on %s into %s (log %s)", args.derivatives, args.run_dir, log_path)
+    scores = train(
+        config, args.derivatives, args.run_dir, resume=args.resume, force=args.force, progress=not args.quiet
+    )
+    for key, value in scores.items():
+        print(f"{key}: {value:.3f}")
+    print(args.run_dir)
+    return ExitCode.OK
+
+
 def _not_available(name: str, issue: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
         raise NotAvailableError(
@@ -191,7 +213,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     ),
     "train": (
         "train the common and salient encoders with the SepCLR objective",
-        _not_available("train", "planned: training"),
+        _cmd_train,
     ),
     "subtype": (
         "cluster patients in the salient space; maps, atlas tables and report",
@@ -283,6 +305,20 @@ def build_parser() -> argparse.ArgumentParser:
                 "--skip-bad",
                 action="store_true",
                 help="exclude images failing validation into excluded.tsv instead of stopping",
+            )
+        if name == "train":
+            cmd.add_argument(
+                "derivatives", type=Path, metavar="DERIVATIVES_DIR", help="output of neurosepclr preprocess"
+            )
+            cmd.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run folder to create (or resume)")
+            _add_config_options(cmd)
+            cmd.add_argument(
+                "--resume", action="store_true", help="continue from RUN_DIR/checkpoints/last.pt"
+            )
+            cmd.add_argument(
+                "--force",
+                action="store_true",
+                help="overwrite an existing run, or resume despite a changed config or input",
             )
         if name == "evaluate":
             cmd.add_argument(

@@ -242,6 +242,62 @@ class PreprocessConfig:
 
 
 @dataclass
+class ModelConfig:
+    """Two independent 3D encoders and their projection heads (docs/method.md)."""
+
+    encoder: Literal["light_cnn", "resnet10", "resnet18", "densenet121"] = _opt(
+        "light_cnn", "encoder for both spaces: light_cnn (CPU-friendly) or a MONAI network"
+    )
+    widths: list[int] = _opt([16, 32, 64, 128], "light_cnn channels per block", ge=1, min_len=1)
+    common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
+    salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
+    head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
+
+
+@dataclass
+class AugmentConfig:
+    """Random views: small anatomy-preserving 3D augmentations, drawn per sample (docs/training.md)."""
+
+    rotation_deg: float = _opt(6.0, "max rotation about each axis (degrees)", ge=0, le=45)
+    scale: float = _opt(0.05, "max relative scaling", ge=0, le=0.5)
+    translation_vox: float = _opt(2.0, "max translation (voxels of the training grid)", ge=0)
+    gain: float = _opt(0.2, "max multiplicative intensity change", ge=0, le=1)
+    offset: float = _opt(0.2, "max additive intensity change (normalised units)", ge=0)
+    bias_field: float = _opt(0.1, "amplitude of a smooth multiplicative bias field", ge=0, le=1)
+    noise: float = _opt(0.1, "standard deviation of Gaussian noise", ge=0)
+    cutout: float = _opt(0.0, "probability of blanking one random box", ge=0, le=1)
+    flip: bool = _opt(False, "left-right flips (off: they would erase lateralised patterns)")
+
+
+@dataclass
+class TrainConfig:
+    """The training loop (docs/training.md)."""
+
+    pool: int = _opt(3, "average-pooling factor from the preprocessed grid to the training grid", ge=1, le=8)
+    batch_size: int = _opt(32, "subjects per step (each seen in two views)", ge=2)
+    target_fraction: float = _opt(0.5, "fraction of patients in every batch", gt=0, le=1)
+    steps: int = _opt(500, "optimiser steps", ge=1)
+    lr: float = _opt(3e-4, "Adam learning rate", gt=0)
+    weight_decay: float = _opt(0.0, "Adam weight decay", ge=0)
+    warmup_steps: int = _opt(20, "linear warm-up steps", ge=0)
+    schedule: Literal["cosine", "constant"] = _opt("cosine", "learning-rate schedule after warm-up")
+    grad_clip: float = _opt(5.0, "max gradient norm (0: no clipping)", ge=0)
+    precision: Literal["fp32", "bf16", "fp16"] = _opt(
+        "fp32", "autocast precision: bf16 on CPU or GPU, fp16 on GPU (with a gradient scaler)"
+    )
+    channels_last: bool = _opt(False, "use the channels_last_3d memory format")
+    val_fraction: float = _opt(
+        0.2, "fraction of subjects held out for validation (stratified by group)", ge=0, le=0.9
+    )
+    eval_every: int = _opt(100, "steps between validation probes", ge=1)
+    checkpoint_every: int = _opt(50, "steps between checkpoints", ge=1)
+    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
+    threads: int = _opt(0, "torch CPU threads (0: torch's default)", ge=0)
+    truth: str = _opt("", "optional derivatives/truth folder: k-means subtype ARI during validation")
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "random views"})
+
+
+@dataclass
 class Config:
     """The resolved configuration of one neurosepclr run."""
 
@@ -253,6 +309,8 @@ class Config:
     preprocess: PreprocessConfig = field(
         default_factory=PreprocessConfig, metadata={"help": "validation, registration, output grid"}
     )
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "encoders and heads"})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training loop"})
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "SepCLR objective"})
 
 

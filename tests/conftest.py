@@ -45,3 +45,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_derivatives(tmp_path_factory, tiny_native_cohort):
+    """The tiny native cohort preprocessed at 3 mm (all 10 subjects)."""
+    from neurosepclr.cli import main
+
+    out = tmp_path_factory.mktemp("derivatives") / "deriv"
+    assert (
+        main(
+            ["--quiet", "preprocess", str(tiny_native_cohort), str(out), "--resolution", "3", "--n-jobs", "2"]
+        )
+        == 0
+    )
+    return out

@@ -66,7 +66,7 @@ def test_config_dump_to_file_round_trips(tmp_path):
     assert [p.name for p in out.parent.iterdir()] == ["resolved.yaml"]  # no temp file left
 
 
-@pytest.mark.parametrize("name", ["train", "subtype", "run"])
+@pytest.mark.parametrize("name", ["subtype", "run"])
 def test_commands_not_yet_built_exit_70_with_a_clear_message(name, capsys):
     assert main([name]) == 70
     assert "not available yet" in capsys.readouterr().err

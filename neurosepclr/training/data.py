@@ -1,0 +1,132 @@
+"""The deterministic part of the data path, done once: preprocessed volumes → pooled tensors in RAM.
+
+``preprocess`` writes volumes already registered, masked, cropped and normalised; here they are
+average-pooled to the training grid (``train.pool``) and kept in memory with the cohort's metadata.
+A subject-level train/validation split is stratified by group.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from neurosepclr.errors import InputDataError, MissingInputError
+
+TARGET = "target"
+
+
+@dataclass
+class CohortTensors:
+    """Pooled volumes (N, 1, D, H, W) with their subjects, groups, metadata and grid affine."""
+
+    volumes: torch.Tensor
+    table: pd.DataFrame
+    is_target: torch.Tensor
+    affine: np.ndarray
+    manifest: pd.DataFrame
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def pooled_affine(affine: np.ndarray, pool: int) -> np.ndarray:
+    """Affine of the grid after average pooling by ``pool`` (voxel centres move by (pool−1)/2)."""
+    out = affine.copy()
+    out[:3, :3] = affine[:3, :3] * pool
+    out[:3, 3] = affine[:3, :3] @ np.full(3, (pool - 1) / 2.0) + affine[:3, 3]
+    return out
+
+
+def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool = False) -> CohortTensors:
+    """Read ``cohort.tsv`` and every preprocessed volume of a ``preprocess`` output folder."""
+    root = Path(derivatives)
+    cohort_path = root / "cohort.tsv"
+    if not cohort_path.is_file():
+        raise MissingInputError(f"{root}: no cohort.tsv (run neurosepclr preprocess first)")
+    table = pd.read_csv(
+        cohort_path,
+        sep="\t",
+        dtype={"participant_id": str, "session_id": str},
+        na_values=["n/a"],
+        keep_default_na=False,
+    )
+    if not include_failed_qc and "qc_pass" in table:
+        failed = table[~table["qc_pass"].astype(bool)]
+        table = table[table["qc_pass"].astype(bool)].reset_index(drop=True)
+        if len(failed):
+            import logging
+
+            logging.getLogger("neurosepclr").warning(
+                "%d image(s) failing QC left out: %s", len(failed), ", ".join(failed["participant_id"])
+            )
+    if table.empty:
+        raise InputDataError(f"{cohort_path}: no subject to train on")
+    volumes, hashes, affine, shape = [], [], None, None
+    for row in table.itertuples():
+        path = root / row.preproc
+        if not path.is_file():
+            raise MissingInputError(f"{row.participant_id}: {row.preproc}: preprocessed image not found")
+        raw = path.read_bytes()
+        img = nib.Nifti1Image.from_bytes(_gunzip(raw, path))
+        if affine is None:
+            affine, shape = img.affine, img.shape
+        elif img.shape != shape or not np.allclose(img.affine, affine, atol=1e-4):
+            raise InputDataError(f"{row.participant_id}: {row.preproc}: grid differs from the other subjects")
+        data = np.asarray(img.dataobj, dtype=np.float32)
+        if not np.isfinite(data).all():
+            raise InputDataError(f"{row.participant_id}: {row.preproc}: NaN or Inf in a preprocessed image")
+        volumes.append(torch.from_numpy(data))
+        hashes.append(sha256_bytes(raw))
+    stack = torch.stack(volumes)[:, None]
+    if pool > 1:
+        stack = F.avg_pool3d(stack, kernel_size=pool, stride=pool, ceil_mode=True)
+    manifest = pd.DataFrame(
+        {
+            "participant_id": table["participant_id"],
+            "session_id": table["session_id"],
+            "path": table["preproc"],
+            "sha256": hashes,
+        }
+    )
+    is_target = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
+    return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(affine, pool), manifest)
+
+
+def _gunzip(raw: bytes, path: Path) -> bytes:
+    import gzip
+
+    return gzip.decompress(raw) if path.name.endswith(".gz") else raw
+
+
+def stratified_split(groups: pd.Series, val_fraction: float, seed: int) -> np.ndarray:
+    """'train' / 'val' per subject, stratified by group; at least one of each group stays in train."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
+    split = np.full(len(groups), "train", dtype=object)
+    for value in sorted(groups.unique()):
+        members = np.flatnonzero((groups == value).to_numpy())
+        n_val = round(val_fraction * len(members))
+        n_val = min(n_val, len(members) - 1)
+        split[rng.permutation(members)[:n_val]] = "val"
+    return split.astype(str)
+
+
+def inputs_digest(manifest: pd.DataFrame) -> str:
+    """One hash of the training inputs (subjects and file contents), for resume checks."""
+    text = "\n".join(
+        f"{p}\t{s}\t{h}"
+        for p, s, h in zip(
+            manifest["participant_id"], manifest["session_id"], manifest["sha256"], strict=True
+        )
+    )
+    return sha256_bytes(text.encode())

@@ -1,0 +1,387 @@
+"""``neurosepclr train``: one readable SepCLR training loop.
+
+Every random draw is a pure function of ``(seed, step)`` (balanced batch, augmentation parameters),
+so a run resumed from a checkpoint continues exactly as the uninterrupted run would on CPU. The run
+folder describes itself: resolved config, versions, input manifest with content hashes, the
+train/validation split, ``metrics.jsonl`` (every loss term per step, probes per evaluation), the
+``last`` and ``best`` checkpoints and the final representations (``embeddings.tsv``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neurosepclr import __version__
+from neurosepclr.config import Config, config_to_dict, dump_config
+from neurosepclr.errors import ConfigError, NeurosepclrError, OutputError
+from neurosepclr.io import atomic_write_text
+from neurosepclr.models import build_model
+from neurosepclr.objectives import loss_from_config
+from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
+from neurosepclr.training.data import CohortTensors, inputs_digest, load_derivatives, stratified_split
+from neurosepclr.training.probes import probe_scores, representations
+from neurosepclr.training.sampler import balanced_batch
+from neurosepclr.training.views import make_views
+
+log = logging.getLogger("neurosepclr")
+
+
+class TrainingDiverged(NeurosepclrError):
+    """The loss became NaN/Inf; the last good checkpoint is kept."""
+
+
+def config_digest(config: Config) -> str:
+    """Hash of everything in the config that changes the trained weights (not ``train.steps``)."""
+    data = config_to_dict(config)
+    data["train"].pop("steps", None)
+    data["train"].pop("eval_every", None)
+    data["train"].pop("checkpoint_every", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def learning_rate_factor(step: int, cfg) -> float:
+    """Linear warm-up, then cosine decay to 0 (or constant)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("train.device: cuda requested but no CUDA device is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_factory(precision: str, device: torch.device):
+    """A zero-argument context-manager factory for the chosen precision."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on CPU")
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of all augmentation draws at ``step``."""
+    mixed = int.from_bytes(hashlib.sha256(f"{seed}:{step}".encode()).digest()[:8], "little") & (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+def metadata_tensor(table: pd.DataFrame, columns: list[str]) -> torch.Tensor | None:
+    """Meta-data columns as floats; categorical columns as integer codes (sorted values)."""
+    if not columns:
+        return None
+    out = []
+    for column in columns:
+        if column not in table:
+            raise ConfigError(f"loss.metadata: column '{column}' is not in the cohort table")
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any():
+            codes = {v: i for i, v in enumerate(sorted(table[column].dropna().astype(str).unique()))}
+            values = table[column].astype(str).map(codes)
+        if values.isna().any():
+            raise ConfigError(f"loss.metadata: column '{column}' has missing values")
+        out.append(torch.as_tensor(values.to_numpy(dtype=float), dtype=torch.float32))
+    return torch.stack(out, dim=1)
+
+
+def attribute_tensor(table: pd.DataFrame, columns: list[str], train: np.ndarray) -> torch.Tensor | None:
+    """Target attributes scaled to [0, 1] with the training patients' range."""
+    if not columns:
+        return None
+    out = []
+    for column in columns:
+        if column not in table:
+            raise ConfigError(f"loss.attributes: column '{column}' is not in the cohort table")
+        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
+        reference = values[train & np.isfinite(values)]
+        low, high = (reference.min(), reference.max()) if reference.size else (0.0, 1.0)
+        out.append(torch.as_tensor((values - low) / max(high - low, 1e-12), dtype=torch.float32))
+    return torch.stack(out, dim=1)
+
+
+def _versions() -> dict[str, str]:
+    import monai
+    import nibabel
+    import sklearn
+
+    return {
+        "neurosepclr": __version__,
+        "torch": torch.__version__,
+        "monai": monai.__version__,
+        "nibabel": nibabel.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    if run_dir.exists() and any(p.name != "logs" for p in run_dir.iterdir()) and not resume and not force:
+        raise OutputError(
+            f"{run_dir} already holds a run; use --resume to continue it or --force to overwrite"
+        )
+    try:
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {run_dir}: {exc.strerror or exc}") from None
+
+
+def _write_run_files(
+    run_dir: Path,
+    config: Config,
+    data: CohortTensors,
+    split: np.ndarray,
+    derivatives: Path,
+    digests: dict[str, str],
+) -> None:
+    atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    atomic_write_text(
+        run_dir / "run.json",
+        json.dumps(
+            {
+                "seed": config.seed,
+                "derivatives": str(derivatives.resolve()),
+                "versions": _versions(),
+                "n_subjects": len(data),
+                "grid_shape": list(data.volumes.shape[2:]),
+                "grid_affine": data.affine.tolist(),
+                **digests,
+            },
+            indent=2,
+        )
+        + "\n",
+    )
+    atomic_write_text(
+        run_dir / "manifest.tsv", data.manifest.to_csv(sep="\t", index=False, lineterminator="\n")
+    )
+    frame = pd.DataFrame(
+        {
+            "participant_id": data.table["participant_id"],
+            "session_id": data.table["session_id"],
+            "group": data.table["group"],
+            "split": split,
+        }
+    )
+    atomic_write_text(
+        run_dir / "split.tsv", frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
+    )
+
+
+def _selection_score(scores: dict[str, float]) -> float:
+    """Best-checkpoint criterion: salient patient-vs-control accuracy, minus what the common space
+    still knows about the group (its accuracy above chance)."""
+    salient = scores.get("val/salient/diagnosis_bacc", float("nan"))
+    common = scores.get("val/common/diagnosis_bacc", 0.5)
+    if math.isnan(salient):
+        return float("-inf")
+    return salient - max(0.0, (common if not math.isnan(common) else 0.5) - 0.5)
+
+
+def write_embeddings(
+    path: Path, table: pd.DataFrame, split: np.ndarray, common: np.ndarray, salient: np.ndarray
+) -> None:
+    frame = pd.DataFrame(
+        {
+            "participant_id": table["participant_id"],
+            "session_id": table["session_id"],
+            "group": table["group"],
+            "split": split,
+        }
+    )
+    coords = {f"common_{k}": common[:, k] for k in range(common.shape[1])}
+    coords |= {f"salient_{k}": salient[:, k] for k in range(salient.shape[1])}
+    frame = pd.concat([frame, pd.DataFrame(coords)], axis=1)
+    atomic_write_text(
+        path, frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    )
+
+
+def train(
+    config: Config,
+    derivatives: str | Path,
+    run_dir: str | Path,
+    resume: bool = False,
+    force: bool = False,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Train SepCLR on a ``preprocess`` output folder; returns the final validation scores."""
+    from tqdm.auto import tqdm
+
+    cfg = config.train
+    derivatives, run_dir = Path(derivatives), Path(run_dir)
+    _prepare_run_dir(run_dir, resume, force)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(config.seed)  # model initialisation; every later draw is seeded by (seed, step)
+    device = resolve_device(cfg.device)
+    autocast = autocast_factory(cfg.precision, device)
+
+    data = load_derivatives(derivatives, cfg.pool)
+    split = stratified_split(data.table["group"], cfg.val_fraction, config.seed)
+    train_idx = np.flatnonzero(split == "train")
+    digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
+    truth = _read_truth(cfg.truth)
+
+    model = build_model(config.model).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last_3d)
+    loss_fn = loss_from_config(config.loss)
+    metadata = metadata_tensor(data.table, config.loss.metadata)
+    attributes = attribute_tensor(data.table, config.loss.attributes, split == "train")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+
+    start, best = 0, {"score": float("-inf"), "step": -1}
+    if resume and (run_dir / "checkpoints" / "last.pt").is_file():
+        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+        for key in ("config_sha256", "inputs_sha256"):
+            if state.get(key) != digests[key] and not force:
+                raise ConfigError(
+                    f"--resume refused: {key.split('_')[0]} changed since the checkpoint "
+                    f"(checkpoint {str(state.get(key))[:12]}, now {digests[key][:12]}); "
+                    "use --force to resume anyway"
+                )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        start, best = (
+            int(state["step"]),
+            {"score": float(state["best_score"]), "step": int(state["best_step"])},
+        )
+        log.info("resumed from step %d", start)
+    elif resume:
+        log.warning("--resume: no checkpoint in %s, starting from step 0", run_dir)
+    _write_run_files(run_dir, config, data, split, derivatives, digests)
+
+    def checkpoint(name: str, step: int) -> None:
+        save_checkpoint(
+            run_dir / "checkpoints" / f"{name}.pt",
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "step": step,
+                "best_score": best["score"],
+                "best_step": best["step"],
+                "torch_rng": torch.get_rng_state(),
+                **digests,
+                "version": __version__,
+            },
+        )
+
+    is_target_train = data.is_target.numpy()[train_idx]
+    metrics_path = run_dir / "metrics.jsonl"
+    if metrics_path.exists():  # drop lines written after the checkpoint we resume from
+        kept = [
+            line
+            for line in metrics_path.read_text().splitlines()
+            if line and json.loads(line)["step"] <= start
+        ]
+        atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+    scores: dict[str, float] = {}
+    model.train()
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="train",
+        unit="step",
+        disable=not progress,
+    )
+    with metrics_path.open("a", encoding="utf-8") as metrics:
+        for step in bar:
+            started = time.perf_counter()
+            batch = train_idx[
+                balanced_batch(is_target_train, cfg.batch_size, cfg.target_fraction, step, config.seed)
+            ]
+            x = data.volumes[batch].to(device)
+            view1, view2, _, _ = make_views(x, cfg.augment, step_generator(config.seed, step))
+            views = torch.cat([view1, view2])
+            if cfg.channels_last:
+                views = views.contiguous(memory_format=torch.channels_last_3d)
+            with autocast():
+                out = model(views)
+            c1, c2 = out.common_proj.float().chunk(2)
+            s1, s2 = out.salient_proj.float().chunk(2)
+            terms = loss_fn(
+                c1,
+                c2,
+                s1,
+                s2,
+                data.is_target[batch].to(device),
+                metadata=None if metadata is None else metadata[batch].to(device),
+                attributes=None if attributes is None else attributes[batch].to(device),
+            )
+            if not torch.isfinite(terms.total):
+                values = ", ".join(f"{k}={v:.4g}" for k, v in terms.as_floats().items())
+                raise TrainingDiverged(
+                    f"step {step}: loss is not finite ({values}); the last good checkpoint "
+                    f"is {run_dir / 'checkpoints' / 'last.pt'}; lower train.lr or use fp32"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms.total).backward()
+            scaler.unscale_(optimizer)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            record = {
+                "step": step + 1,
+                **{f"loss/{k}": round(v, 6) for k, v in terms.as_floats().items()},
+                "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm": float(grad_norm),
+                "seconds": round(time.perf_counter() - started, 4),
+            }
+            done = step + 1
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                common, salient = representations(
+                    model, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
+                )
+                scores = probe_scores(common, salient, data.table, split, truth, config.seed)
+                record |= {k: round(v, 4) for k, v in scores.items()}
+                score = _selection_score(scores)
+                if score > best["score"]:
+                    best = {"score": score, "step": done}
+                    checkpoint("best", done)
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+                checkpoint("last", done)
+            bar.set_postfix(loss=f"{record['loss/total']:.3f}")
+
+    common, salient = representations(
+        model, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
+    )
+    write_embeddings(run_dir / "embeddings.tsv", data.table, split, common, salient)
+    log.info("trained %d steps; best checkpoint at step %d; run folder %s", cfg.steps, best["step"], run_dir)
+    return scores
+
+
+def _read_truth(path: str) -> pd.DataFrame | None:
+    if not path:
+        return None
+    from neurosepclr.analysis.evaluate import load_truth
+
+    return load_truth(path).table

@@ -1,0 +1,86 @@
+"""Validation during training: representations before the heads, linear probes, k-means ARI.
+
+Probes are fitted on the training split and scored on the validation split, with the model in eval
+mode: patient vs control balanced accuracy and age R² for each space, and, when the cohort's truth
+is known, the adjusted Rand index of k-means on validation patients' salient representations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, r2_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+
+@torch.no_grad()
+def representations(
+    model, volumes: torch.Tensor, device, batch_size: int = 32, channels_last: bool = False, autocast=None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(common, salient) representations of every volume, model in eval mode (restored after)."""
+    was_training = model.training
+    model.eval()
+    commons, salients = [], []
+    for start in range(0, len(volumes), batch_size):
+        x = volumes[start : start + batch_size].to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            c, s = model.forward_features(x)
+        commons.append(c.float().cpu())
+        salients.append(s.float().cpu())
+    model.train(was_training)
+    return torch.cat(commons).numpy(), torch.cat(salients).numpy()
+
+
+def _classify(x_train, y_train, x_val, y_val) -> float:
+    if len(set(y_train)) < 2 or len(set(y_val)) < 2:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
+    model.fit(x_train, y_train)
+    return float(balanced_accuracy_score(y_val, model.predict(x_val)))
+
+
+def _regress(x_train, y_train, x_val, y_val) -> float:
+    if len(y_val) < 2:
+        return float("nan")
+    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x_train, y_train)
+    return float(r2_score(y_val, model.predict(x_val)))
+
+
+def probe_scores(
+    common: np.ndarray,
+    salient: np.ndarray,
+    table: pd.DataFrame,
+    split: np.ndarray,
+    truth: pd.DataFrame | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Validation probe scores for both spaces (names like ``val/salient/diagnosis_bacc``)."""
+    train, val = split == "train", split == "val"
+    group = table["group"].to_numpy()
+    scores: dict[str, float] = {}
+    for space, x in (("common", common), ("salient", salient)):
+        scores[f"val/{space}/diagnosis_bacc"] = _classify(x[train], group[train], x[val], group[val])
+        if "age" in table:
+            age = pd.to_numeric(table["age"], errors="coerce").to_numpy()
+            ok = np.isfinite(age)
+            scores[f"val/{space}/age_r2"] = _regress(
+                x[train & ok], age[train & ok], x[val & ok], age[val & ok]
+            )
+    if truth is not None:
+        merged = table[["participant_id"]].merge(
+            truth[["participant_id", "subtype"]], on="participant_id", how="left"
+        )
+        subtype = merged["subtype"].to_numpy()
+        patients = val & (group == "target") & pd.notna(subtype)
+        k = len(set(subtype[(group == "target") & pd.notna(subtype)]))
+        if patients.sum() > k >= 2:
+            z = StandardScaler().fit_transform(salient[patients])
+            labels = KMeans(k, n_init=10, random_state=seed).fit_predict(z)
+            scores["val/salient/kmeans_ari"] = float(adjusted_rand_score(subtype[patients], labels))
+    return scores

@@ -1,0 +1,102 @@
+"""Random views, batched on the device, every draw a pure function of a ``torch.Generator``.
+
+Per sample: a small 3D affine (rotation, scaling, translation), an optional left-right flip, a
+smooth multiplicative bias field, intensity gain and offset, Gaussian noise and an optional cut-out
+box. :func:`draw_view_params` records the parameters, so a view is reproducible from them
+(:func:`apply_view`) and from the generator's seed.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def draw_view_params(n: int, cfg, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Parameters of ``n`` views (all on CPU)."""
+
+    def uniform(*shape, bound):
+        return (torch.rand(*shape, generator=generator) * 2 - 1) * bound
+
+    return {
+        "rotation": uniform(n, 3, bound=math.radians(cfg.rotation_deg)),
+        "scale": 1.0 + uniform(n, 3, bound=cfg.scale),
+        "translation": uniform(n, 3, bound=1.0),  # in units of translation_vox voxels
+        "flip": (torch.rand(n, generator=generator) < 0.5) & torch.tensor(cfg.flip),
+        "bias": torch.randn(n, 1, 3, 3, 3, generator=generator) * cfg.bias_field,
+        "gain": 1.0 + uniform(n, bound=cfg.gain),
+        "offset": uniform(n, bound=cfg.offset),
+        "noise_seed": torch.randint(0, 2**31 - 1, (n,), generator=generator),
+        "cutout": torch.rand(n, generator=generator) < cfg.cutout,
+        "cutout_box": torch.rand(n, 6, generator=generator),
+    }
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    ax, ay, az = angles.unbind(-1)
+    one, zero = torch.ones_like(ax), torch.zeros_like(ax)
+    rx = torch.stack([one, zero, zero, zero, ax.cos(), -ax.sin(), zero, ax.sin(), ax.cos()], -1).view(
+        -1, 3, 3
+    )
+    ry = torch.stack([ay.cos(), zero, ay.sin(), zero, one, zero, -ay.sin(), zero, ay.cos()], -1).view(
+        -1, 3, 3
+    )
+    rz = torch.stack([az.cos(), -az.sin(), zero, az.sin(), az.cos(), zero, zero, zero, one], -1).view(
+        -1, 3, 3
+    )
+    return rz @ ry @ rx
+
+
+def apply_view(x: torch.Tensor, params: dict[str, torch.Tensor], cfg) -> torch.Tensor:
+    """The view of a batch ``x`` (B, 1, D, H, W) under recorded ``params``."""
+    n, _, *spatial = x.shape
+    device = x.device
+    p = {k: v.to(device) for k, v in params.items()}
+    linear = _rotation(p["rotation"]) * p["scale"][:, None, :]
+    flip = torch.where(p["flip"], -1.0, 1.0)
+    linear = linear * torch.stack([torch.ones_like(flip), torch.ones_like(flip), flip], -1)[:, :, None]
+    # affine_grid works in normalised coordinates (−1…1) ordered (x=W, y=H, z=D)
+    size = torch.tensor(spatial[::-1], dtype=x.dtype, device=device)
+    shift = p["translation"] * cfg.translation_vox * 2.0 / size
+    theta = torch.cat([linear.to(x.dtype), shift[:, :, None].to(x.dtype)], dim=2)
+    grid = F.affine_grid(theta, [n, 1, *spatial], align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    bias = F.interpolate(p["bias"].to(x.dtype), size=spatial, mode="trilinear", align_corners=True)
+    out = out * torch.exp(bias)
+    out = out * p["gain"].view(n, 1, 1, 1, 1).to(x.dtype) + p["offset"].view(n, 1, 1, 1, 1).to(x.dtype)
+    if cfg.noise > 0:
+        noise = torch.stack(
+            [
+                torch.randn(spatial, generator=torch.Generator().manual_seed(int(s)), dtype=x.dtype)
+                for s in params["noise_seed"]
+            ]
+        )[:, None].to(device)
+        out = out + cfg.noise * noise
+    if bool(p["cutout"].any()):
+        out = _cutout(out, p["cutout"], p["cutout_box"])
+    return out
+
+
+def _cutout(x: torch.Tensor, active: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """Blank one box (up to a quarter of each side) in the selected samples."""
+    out = x.clone()
+    spatial = x.shape[2:]
+    for i in torch.flatnonzero(active).tolist():
+        starts, sizes = boxes[i, :3], boxes[i, 3:]
+        sl = []
+        for dim, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
+            length = max(1, int(spatial[dim] * 0.25 * size))
+            begin = int((spatial[dim] - length) * start)
+            sl.append(slice(begin, begin + length))
+        out[i, :, sl[0], sl[1], sl[2]] = 0.0
+    return out
+
+
+def make_views(x: torch.Tensor, cfg, generator: torch.Generator):
+    """Two independent views of a batch; returns (view1, view2, params1, params2)."""
+    params1 = draw_view_params(x.shape[0], cfg, generator)
+    params2 = draw_view_params(x.shape[0], cfg, generator)
+    return apply_view(x, params1, cfg), apply_view(x, params2, cfg), params1, params2

@@ -1,0 +1,179 @@
+"""neurosepclr train on the tiny cohort: run folder, metrics, checkpoints, exact resume, refusals."""
+
+import json
+import pickle
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+import neurosepclr.training.loop as loop
+from neurosepclr.cli import main
+from neurosepclr.config import load_config
+from neurosepclr.errors import ConfigError, InputDataError
+from neurosepclr.training.checkpoint import load_checkpoint
+from neurosepclr.training.loop import train
+
+SMOKE = Path(__file__).resolve().parents[2] / "pipelines" / "smoke.yaml"
+
+
+def smoke(*overrides):
+    return load_config(SMOKE, list(overrides))
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, tiny_derivatives, tiny_native_cohort):
+    run = tmp_path_factory.mktemp("run") / "run"
+    truth = tiny_native_cohort / "derivatives" / "truth"
+    assert (
+        main(
+            [
+                "--quiet",
+                "train",
+                str(tiny_derivatives),
+                str(run),
+                "--config",
+                str(SMOKE),
+                "--set",
+                f"train.truth={truth}",
+            ]
+        )
+        == 0
+    )
+    return run
+
+
+def test_run_folder_describes_itself(smoke_run):
+    for name in (
+        "config.yaml",
+        "run.json",
+        "manifest.tsv",
+        "split.tsv",
+        "metrics.jsonl",
+        "embeddings.tsv",
+        "checkpoints/last.pt",
+        "checkpoints/best.pt",
+    ):
+        assert (smoke_run / name).is_file(), name
+    assert list((smoke_run / "logs").glob("train_*.log"))
+    run = json.loads((smoke_run / "run.json").read_text())
+    assert run["seed"] == 0 and run["versions"]["torch"] == torch.__version__
+    manifest = pd.read_csv(smoke_run / "manifest.tsv", sep="\t")
+    assert len(manifest) == 10 and manifest["sha256"].str.len().eq(64).all()
+    split = pd.read_csv(smoke_run / "split.tsv", sep="\t")
+    assert not split["participant_id"].duplicated().any()  # no subject on both sides
+    assert set(split.groupby("split")["group"].unique().explode()) == {"background", "target"}
+    assert set(split.loc[split["split"] == "val", "group"]) == {"background", "target"}
+
+
+def test_metrics_log_every_term_and_the_probes(smoke_run):
+    lines = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 7))
+    for key in (
+        "loss/total",
+        "loss/common",
+        "loss/salient",
+        "loss/background",
+        "loss/jem",
+        "lr",
+        "grad_norm",
+    ):
+        assert all(key in line for line in lines), key
+    evaluated = [line for line in lines if "val/salient/diagnosis_bacc" in line]
+    assert [line["step"] for line in evaluated] == [3, 6]
+    assert "val/common/age_r2" in evaluated[-1] and "val/salient/diagnosis_bacc" in evaluated[-1]
+
+
+def test_embeddings_hold_both_spaces_before_the_heads(smoke_run):
+    frame = pd.read_csv(smoke_run / "embeddings.tsv", sep="\t")
+    assert [c for c in frame.columns if c.startswith("common_")] == [f"common_{k}" for k in range(8)]
+    assert [c for c in frame.columns if c.startswith("salient_")] == [f"salient_{k}" for k in range(8)]
+    assert set(frame["split"]) == {"train", "val"}
+
+
+def test_checkpoints_are_state_dicts_loaded_with_weights_only(smoke_run):
+    state = load_checkpoint(smoke_run / "checkpoints" / "last.pt")
+    assert state["step"] == 6 and isinstance(state["model"], dict)
+    assert set(state) >= {"optimizer", "scheduler", "scaler", "torch_rng", "config_sha256", "inputs_sha256"}
+
+
+def _weights(run):
+    return load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+
+
+def test_interrupted_then_resumed_run_ends_with_the_same_weights(
+    tmp_path, tiny_derivatives, monkeypatch, smoke_run
+):
+    cfg = smoke()
+    reference = _weights(smoke_run)
+    original = loop.make_views
+    calls = {"n": 0}
+
+    def crash_at_step_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # as if killed after the step-4 checkpoint
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "make_views", crash_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_derivatives, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
+    monkeypatch.setattr(loop, "make_views", original)
+    train(cfg, tiny_derivatives, tmp_path / "run", resume=True, progress=False)
+    resumed = _weights(tmp_path / "run")
+    assert resumed.keys() == reference.keys()
+    for key in reference:
+        torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0, msg=key)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+
+
+def test_resume_refuses_a_changed_config_and_an_existing_run(smoke_run, tiny_derivatives, capsys):
+    with pytest.raises(
+        ConfigError,
+        match=r"--resume refused: config changed since the checkpoint \(checkpoint \w{12}, now \w{12}\)",
+    ):
+        train(smoke("loss.beta_reg=100"), tiny_derivatives, smoke_run, resume=True, progress=False)
+    assert main(["--quiet", "train", str(tiny_derivatives), str(smoke_run), "--config", str(SMOKE)]) == 73
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path):
+    sentinel = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (sentinel,))
+
+    path = tmp_path / "last.pt"
+    with path.open("wb") as handle:
+        pickle.dump({"model": Payload(), "step": 1}, handle)
+    with pytest.raises(InputDataError, match="not a safe neurosepclr checkpoint, refused"):
+        load_checkpoint(path)
+    assert not sentinel.exists()
+
+
+def test_divergence_stops_with_a_diagnostic_and_keeps_the_last_checkpoint(
+    tmp_path, tiny_derivatives, monkeypatch
+):
+    original = loop.loss_from_config
+
+    def poisoned(cfg):
+        loss = original(cfg)
+        real_forward = loss.forward
+        counter = {"n": 0}
+
+        def forward(*args, **kwargs):
+            counter["n"] += 1
+            terms = real_forward(*args, **kwargs)
+            return terms._replace(total=terms.total * float("nan")) if counter["n"] == 3 else terms
+
+        loss.forward = forward
+        return loss
+
+    monkeypatch.setattr(loop, "loss_from_config", poisoned)
+    with pytest.raises(loop.TrainingDiverged, match=r"step 2: loss is not finite \(total=nan"):
+        train(smoke(), tiny_derivatives, tmp_path / "run", progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
