@@ -292,6 +292,9 @@ class TrainConfig:
     eval_every: int = _opt(100, "steps between validation probes", ge=1)
     checkpoint_every: int = _opt(50, "steps between checkpoints", ge=1)
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
+    gather_embeddings: bool = _opt(
+        True, "with several processes (torchrun), compute the loss on the all-gathered global batch"
+    )
     threads: int = _opt(0, "torch CPU threads (0: torch's default)", ge=0)
     truth: str = _opt("", "optional derivatives/truth folder: k-means subtype ARI during validation")
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"help": "random views"})

@@ -30,9 +30,19 @@ from neurosepclr.models import build_model
 from neurosepclr.objectives import loss_from_config
 from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
 from neurosepclr.training.data import CohortTensors, inputs_digest, load_derivatives, stratified_split
+from neurosepclr.training.distributed import (
+    DistContext,
+    all_finite,
+    barrier,
+    cleanup,
+    gather,
+    init_distributed,
+    ranks_agree,
+    shard,
+)
 from neurosepclr.training.probes import probe_scores, representations
 from neurosepclr.training.sampler import balanced_batch
-from neurosepclr.training.views import make_views
+from neurosepclr.training.views import apply_view, draw_view_params, select
 
 log = logging.getLogger("neurosepclr")
 
@@ -222,16 +232,26 @@ def train(
     force: bool = False,
     progress: bool = True,
 ) -> dict[str, float]:
-    """Train SepCLR on a ``preprocess`` output folder; returns the final validation scores."""
+    """Train SepCLR on a ``preprocess`` output folder; returns the final validation scores.
+
+    Under ``torchrun`` every rank runs this function on its shard of each global batch; only rank 0
+    writes the run folder.
+    """
     from tqdm.auto import tqdm
 
     cfg = config.train
     derivatives, run_dir = Path(derivatives), Path(run_dir)
-    _prepare_run_dir(run_dir, resume, force)
+    device = resolve_device(cfg.device)
+    ctx = init_distributed(device.type == "cuda")
+    if device.type == "cuda" and ctx.enabled:
+        device = torch.device("cuda", ctx.local_rank)
+    main_rank = ctx.is_main
+    if main_rank:
+        _prepare_run_dir(run_dir, resume, force)
+    barrier(ctx)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(config.seed)  # model initialisation; every later draw is seeded by (seed, step)
-    device = resolve_device(cfg.device)
     autocast = autocast_factory(cfg.precision, device)
 
     data = load_derivatives(derivatives, cfg.pool)
@@ -240,19 +260,23 @@ def train(
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = _read_truth(cfg.truth)
 
-    model = build_model(config.model).to(device)
+    net = build_model(config.model)
+    if ctx.enabled and device.type == "cuda":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device)
     if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last_3d)
+        net = net.to(memory_format=torch.channels_last_3d)
     loss_fn = loss_from_config(config.loss)
     metadata = metadata_tensor(data.table, config.loss.metadata)
     attributes = attribute_tensor(data.table, config.loss.attributes, split == "train")
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
 
     start, best = 0, {"score": float("-inf"), "step": -1}
-    if resume and (run_dir / "checkpoints" / "last.pt").is_file():
-        state = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    last_path = run_dir / "checkpoints" / "last.pt"
+    if resume and last_path.is_file():
+        state = load_checkpoint(last_path)
         for key in ("config_sha256", "inputs_sha256"):
             if state.get(key) != digests[key] and not force:
                 raise ConfigError(
@@ -260,25 +284,27 @@ def train(
                     f"(checkpoint {str(state.get(key))[:12]}, now {digests[key][:12]}); "
                     "use --force to resume anyway"
                 )
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
-        start, best = (
-            int(state["step"]),
-            {"score": float(state["best_score"]), "step": int(state["best_step"])},
-        )
+        start = int(state["step"])
+        best = {"score": float(state["best_score"]), "step": int(state["best_step"])}
         log.info("resumed from step %d", start)
     elif resume:
         log.warning("--resume: no checkpoint in %s, starting from step 0", run_dir)
-    _write_run_files(run_dir, config, data, split, derivatives, digests)
+    model = torch.nn.parallel.DistributedDataParallel(net) if ctx.enabled else net
+    if main_rank:
+        _write_run_files(run_dir, config, data, split, derivatives, digests)
 
     def checkpoint(name: str, step: int) -> None:
+        if not main_rank:
+            return
         save_checkpoint(
             run_dir / "checkpoints" / f"{name}.pt",
             {
-                "model": model.state_dict(),
+                "model": net.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -291,54 +317,77 @@ def train(
             },
         )
 
-    is_target_train = data.is_target.numpy()[train_idx]
+    is_target = data.is_target
+    is_target_train = is_target.numpy()[train_idx]
     metrics_path = run_dir / "metrics.jsonl"
-    if metrics_path.exists():  # drop lines written after the checkpoint we resume from
+    if main_rank and metrics_path.exists():  # drop lines written after the checkpoint we resume from
         kept = [
             line
             for line in metrics_path.read_text().splitlines()
             if line and json.loads(line)["step"] <= start
         ]
         atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+    gathered = ctx.enabled and cfg.gather_embeddings
     scores: dict[str, float] = {}
     model.train()
-    bar = tqdm(
+    steps = tqdm(
         range(start, cfg.steps),
         initial=start,
         total=cfg.steps,
         desc="train",
         unit="step",
-        disable=not progress,
+        disable=not (progress and main_rank),
     )
-    with metrics_path.open("a", encoding="utf-8") as metrics:
-        for step in bar:
+    with contextlib.ExitStack() as stack:
+        metrics = stack.enter_context(metrics_path.open("a", encoding="utf-8")) if main_rank else None
+        for step in steps:
             started = time.perf_counter()
             batch = train_idx[
                 balanced_batch(is_target_train, cfg.batch_size, cfg.target_fraction, step, config.seed)
             ]
-            x = data.volumes[batch].to(device)
-            view1, view2, _, _ = make_views(x, cfg.augment, step_generator(config.seed, step))
-            views = torch.cat([view1, view2])
+            if ctx.enabled:  # equal shards: all-gather needs the same row count on every rank
+                batch = batch[: len(batch) - len(batch) % ctx.world_size]
+            generator = step_generator(config.seed, step)  # views drawn for the global batch...
+            params1 = draw_view_params(len(batch), cfg.augment, generator)
+            params2 = draw_view_params(len(batch), cfg.augment, generator)
+            local = shard(np.arange(len(batch)), ctx)  # ...and applied, on the device, to this rank's rows
+            x = data.volumes[batch[local]].to(device)
+            views = torch.cat(
+                [
+                    apply_view(x, select(params1, local), cfg.augment),
+                    apply_view(x, select(params2, local), cfg.augment),
+                ]
+            )
             if cfg.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last_3d)
             with autocast():
                 out = model(views)
             c1, c2 = out.common_proj.float().chunk(2)
             s1, s2 = out.salient_proj.float().chunk(2)
+            rows = batch if gathered else batch[local]
+            if gathered:
+                c1, c2, s1, s2 = (gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
+                order = np.concatenate(
+                    [
+                        shard(np.arange(len(batch)), DistContext(r, ctx.world_size))
+                        for r in range(ctx.world_size)
+                    ]
+                )
+                rows = batch[order]
             terms = loss_fn(
                 c1,
                 c2,
                 s1,
                 s2,
-                data.is_target[batch].to(device),
-                metadata=None if metadata is None else metadata[batch].to(device),
-                attributes=None if attributes is None else attributes[batch].to(device),
+                is_target[rows].to(device),
+                metadata=None if metadata is None else metadata[rows].to(device),
+                attributes=None if attributes is None else attributes[rows].to(device),
             )
-            if not torch.isfinite(terms.total):
+            if not all_finite(terms.total, ctx):
                 values = ", ".join(f"{k}={v:.4g}" for k, v in terms.as_floats().items())
                 raise TrainingDiverged(
-                    f"step {step}: loss is not finite ({values}); the last good checkpoint "
-                    f"is {run_dir / 'checkpoints' / 'last.pt'}; lower train.lr or use fp32"
+                    f"step {step}: loss is not finite ({values}); the last good checkpoint is "
+                    f"{last_path}; lower train.lr or use fp32"
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms.total).backward()
@@ -347,17 +396,17 @@ def train(
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            done = step + 1
             record = {
-                "step": step + 1,
+                "step": done,
                 **{f"loss/{k}": round(v, 6) for k, v in terms.as_floats().items()},
                 "lr": optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "seconds": round(time.perf_counter() - started, 4),
             }
-            done = step + 1
-            if done % cfg.eval_every == 0 or done == cfg.steps:
+            if (done % cfg.eval_every == 0 or done == cfg.steps) and main_rank:
                 common, salient = representations(
-                    model, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
+                    net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
                 )
                 scores = probe_scores(common, salient, data.table, split, truth, config.seed)
                 record |= {k: round(v, 4) for k, v in scores.items()}
@@ -365,17 +414,35 @@ def train(
                 if score > best["score"]:
                     best = {"score": score, "step": done}
                     checkpoint("best", done)
-            metrics.write(json.dumps(record) + "\n")
-            metrics.flush()
+            if main_rank:
+                metrics.write(json.dumps(record) + "\n")
+                metrics.flush()
             if done % cfg.checkpoint_every == 0 or done == cfg.steps:
                 checkpoint("last", done)
-            bar.set_postfix(loss=f"{record['loss/total']:.3f}")
+            steps.set_postfix(loss=f"{record['loss/total']:.3f}")
+            barrier(ctx) if done % cfg.eval_every == 0 else None
 
-    common, salient = representations(
-        model, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
-    )
-    write_embeddings(run_dir / "embeddings.tsv", data.table, split, common, salient)
-    log.info("trained %d steps; best checkpoint at step %d; run folder %s", cfg.steps, best["step"], run_dir)
+    agree = ranks_agree(model, ctx)
+    if main_rank:
+        common, salient = representations(
+            net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
+        )
+        write_embeddings(run_dir / "embeddings.tsv", data.table, split, common, salient)
+        if ctx.enabled:
+            run = json.loads((run_dir / "run.json").read_text())
+            run["distributed"] = {
+                "world_size": ctx.world_size,
+                "ranks_agree": agree,
+                "gather_embeddings": cfg.gather_embeddings,
+            }
+            atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
+        log.info(
+            "trained %d steps; best checkpoint at step %d; run folder %s", cfg.steps, best["step"], run_dir
+        )
+    barrier(ctx)
+    cleanup(ctx)
+    if not agree:
+        raise NeurosepclrError("distributed training ended with different weights on different ranks")
     return scores
 
 

@@ -95,6 +95,12 @@ def _cutout(x: torch.Tensor, active: torch.Tensor, boxes: torch.Tensor) -> torch
     return out
 
 
+def select(params: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
+    """The parameters of a subset of the views (e.g. one rank's shard of a global batch)."""
+    index = torch.as_tensor(rows, dtype=torch.long)
+    return {key: value[index] for key, value in params.items()}
+
+
 def make_views(x: torch.Tensor, cfg, generator: torch.Generator):
     """Two independent views of a batch; returns (view1, view2, params1, params2)."""
     params1 = draw_view_params(x.shape[0], cfg, generator)

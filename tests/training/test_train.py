@@ -107,20 +107,20 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(
 ):
     cfg = smoke()
     reference = _weights(smoke_run)
-    original = loop.make_views
+    original = loop.draw_view_params
     calls = {"n": 0}
 
     def crash_at_step_five(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:
+        if calls["n"] == 9:  # two draws per step: the first draw of step 5
             raise KeyboardInterrupt  # as if killed after the step-4 checkpoint
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "make_views", crash_at_step_five)
+    monkeypatch.setattr(loop, "draw_view_params", crash_at_step_five)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tiny_derivatives, tmp_path / "run", progress=False)
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 4
-    monkeypatch.setattr(loop, "make_views", original)
+    monkeypatch.setattr(loop, "draw_view_params", original)
     train(cfg, tiny_derivatives, tmp_path / "run", resume=True, progress=False)
     resumed = _weights(tmp_path / "run")
     assert resumed.keys() == reference.keys()
