@@ -23,9 +23,12 @@ from neurosepclr.analysis.baselines import (
     embeddings_frame,
     flatten_volumes,
     kmeans_subtypes,
+    roi_means,
     subtypes_frame,
+    zscore_against_controls,
 )
 from neurosepclr.analysis.evaluate import evaluate, load_truth
+from neurosepclr.atlases import load_atlas
 from neurosepclr.training.data import load_derivatives
 
 
@@ -37,6 +40,14 @@ def _score(folder: Path, truth: Path, embeddings: pd.DataFrame, subtypes: pd.Dat
     probes = pd.DataFrame(card["probes"]).set_index(["space", "task", "metric"])["value"]
     held = card["subtypes"].get("held_out", card["subtypes"]["all"])
     return {"ari_held_out": held["ari"], "ami_held_out": held["ami"], "probes": probes}
+
+
+def data_full_affine(args) -> np.ndarray:
+    """Affine of the unpooled preprocessed grid."""
+    import nibabel as nib
+
+    cohort = pd.read_csv(args.derivatives / "cohort.tsv", sep="\t")
+    return nib.load(args.derivatives / cohort["preproc"].iloc[0]).affine
 
 
 def main() -> None:
@@ -93,6 +104,15 @@ def main() -> None:
     controls = train & ~is_target
     z = (x - x[controls].mean(0)) / (x[controls].std(0) + 1e-6)
     record("zscore_pca20", "zpca", PCA(20, random_state=0).fit(z[train]).transform(z))
+    rois, _ = roi_means(
+        load_derivatives(args.derivatives, 1).volumes.numpy(), data_full_affine(args), load_atlas("aal")
+    )
+    record(
+        "roi_zscore",
+        "roi",
+        zscore_against_controls(rois, controls),
+        note="AAL3 regional means, z vs controls (2 mm)",
+    )
     best = None
     for alpha in [float(a) for a in args.alphas.split(",")]:
         cpca = ContrastivePCA(n_components=10, alpha=alpha).fit(x[train], is_target[train])

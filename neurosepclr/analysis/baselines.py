@@ -84,3 +84,19 @@ def subtypes_frame(table: pd.DataFrame, split: np.ndarray, labels: np.ndarray) -
 def embeddings_frame(table: pd.DataFrame, split: np.ndarray, name: str, rep: np.ndarray) -> pd.DataFrame:
     frame = pd.DataFrame({"participant_id": table["participant_id"], "split": split})
     return pd.concat([frame, pd.DataFrame(rep, columns=[f"{name}_{k}" for k in range(rep.shape[1])])], axis=1)
+
+
+def roi_means(volumes, affine: np.ndarray, atlas) -> tuple[np.ndarray, list[str]]:
+    """Mean intensity of every atlas region (ROI-based subtyping as in HYDRA): (N, regions)."""
+    from scipy import ndimage
+
+    data = np.asarray(volumes, dtype=np.float64)[:, 0]
+    labels = atlas.resampled_to(affine, data.shape[1:]).labels
+    index = np.unique(labels[labels > 0])
+    features = np.stack([ndimage.mean(volume, labels, index) for volume in data])
+    return features, [atlas.names.get(int(i), str(i)) for i in index]
+
+
+def zscore_against_controls(features: np.ndarray, controls: np.ndarray) -> np.ndarray:
+    """Features standardised with the (training) controls' mean and standard deviation."""
+    return (features - features[controls].mean(0)) / (features[controls].std(0) + 1e-12)

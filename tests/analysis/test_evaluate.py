@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.decomposition import PCA
 
 from neurosepclr.analysis.evaluate import (
     embedding_spaces,
@@ -175,3 +176,18 @@ def test_cli_prints_the_scorecard(tmp_path, big_truth, capsys):
     assert main(["evaluate", str(run), "--truth", str(big_truth), "--out", str(tmp_path / "card")]) == 0
     assert "ARI 1.000" in capsys.readouterr().out
     assert (tmp_path / "card" / "scorecard.tsv").is_file()
+
+
+def test_contrastive_pca_finds_the_target_only_direction():
+    from neurosepclr.analysis.baselines import ContrastivePCA
+
+    rng = np.random.default_rng(0)
+    shared = rng.normal(0, 5.0, (400, 1)) * np.array([[1.0, 1.0, 0.0, 0.0]])  # big, in both groups
+    x = shared + rng.normal(0, 0.1, (400, 4))
+    y = np.arange(400) >= 200
+    x[y, 2] += rng.choice([-2.0, 2.0], y.sum())  # target-only, bimodal: two "subtypes"
+    cpca = ContrastivePCA(n_components=1, alpha=2.0, n_joint=4).fit(x, y)
+    direction = cpca.pca_.components_.T @ cpca.components_[0]
+    assert abs(direction[2]) > 0.95  # not the large shared direction
+    plain = PCA(1).fit(x[y]).components_[0]
+    assert abs(plain[2]) < 0.5
