@@ -140,6 +140,7 @@ def test_resume_refuses_a_changed_config_and_an_existing_run(smoke_run, tiny_der
     assert "already holds a run" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_a_crafted_pickle_checkpoint_is_refused_without_running_it(tmp_path):
     sentinel = tmp_path / "pwned"
 

@@ -1,0 +1,96 @@
+"""Training-step throughput on CPU: fp32 vs bf16 autocast vs channels_last_3d, side by side.
+
+One full step = two views of a balanced batch, both encoders and heads forward, the SepCLR loss,
+backward and the Adam update, exactly as in ``neurosepclr train``. Variants alternate in rounds so
+machine noise hits them alike; the median seconds per step of each is reported with the ratio to
+fp32.
+
+    python benchmarks/train_throughput.py DERIVATIVES [--pool 3] [--batch 32] [--rounds 5] [--steps 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from neurosepclr.config import load_config
+from neurosepclr.models import build_model
+from neurosepclr.objectives import SepCLRLoss
+from neurosepclr.training.data import load_derivatives
+from neurosepclr.training.sampler import balanced_batch
+from neurosepclr.training.views import make_views
+
+VARIANTS = {
+    "fp32": (None, False),
+    "bf16": (torch.bfloat16, False),
+    "fp32+channels_last": (None, True),
+    "bf16+channels_last": (torch.bfloat16, True),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("derivatives")
+    parser.add_argument("--pool", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=4)
+    args = parser.parse_args()
+    cfg = load_config()
+    data = load_derivatives(args.derivatives, args.pool)
+    is_target = data.is_target.numpy()
+    loss_fn = SepCLRLoss()
+    models, optimizers = {}, {}
+    for name, (_, channels_last) in VARIANTS.items():
+        torch.manual_seed(0)
+        model = build_model(cfg.model)
+        models[name] = model.to(memory_format=torch.channels_last_3d) if channels_last else model
+        optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=3e-4)
+    times = {name: [] for name in VARIANTS}
+    step = 0
+    for _ in range(args.rounds + 1):  # the first round warms up and is discarded
+        for name, (dtype, channels_last) in VARIANTS.items():
+            model, optimizer = models[name], optimizers[name]
+            start = time.perf_counter()
+            for _ in range(args.steps):
+                batch = balanced_batch(is_target, args.batch, 0.5, step, 0)
+                v1, v2, _, _ = make_views(
+                    data.volumes[batch], cfg.train.augment, torch.Generator().manual_seed(step)
+                )
+                views = torch.cat([v1, v2])
+                if channels_last:
+                    views = views.contiguous(memory_format=torch.channels_last_3d)
+                context = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+                with context:
+                    out = model(views)
+                c1, c2 = out.common_proj.float().chunk(2)
+                s1, s2 = out.salient_proj.float().chunk(2)
+                terms = loss_fn(c1, c2, s1, s2, data.is_target[batch])
+                optimizer.zero_grad()
+                terms.total.backward()
+                optimizer.step()
+                step += 1
+            times[name].append((time.perf_counter() - start) / args.steps)
+    for name in times:
+        times[name] = times[name][1:]
+    base = statistics.median(times["fp32"])
+    print(
+        f"grid {tuple(data.volumes.shape[2:])}, batch {args.batch} (x2 views), threads {torch.get_num_threads()}"
+    )
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(
+            f"{name:22s} {median:6.3f} s/step  {2 * args.batch / median:6.1f} views/s  "
+            f"speed-up vs fp32 {base / median:4.2f}x  (spread {np.ptp(values):.3f} s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
