@@ -81,9 +81,8 @@ def main() -> None:
     for name in times:
         times[name] = times[name][1:]
     base = statistics.median(times["fp32"])
-    print(
-        f"grid {tuple(data.volumes.shape[2:])}, batch {args.batch} (x2 views), threads {torch.get_num_threads()}"
-    )
+    grid = tuple(data.volumes.shape[2:])
+    print(f"grid {grid}, batch {args.batch} (x2 views), threads {torch.get_num_threads()}")
     for name, values in times.items():
         median = statistics.median(values)
         print(
