@@ -59,3 +59,15 @@ def attach_log_file(folder: str | Path, command: str) -> Path:
     if logger.level > logging.INFO or logger.level == logging.NOTSET:
         handler.setLevel(logging.INFO)
     return path
+
+
+def nifti_gz_bytes(img) -> bytes:
+    """Deterministic ``.nii.gz`` bytes of a nibabel image (gzip header without timestamp or name)."""
+    import gzip
+
+    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
+
+
+def tsv_text(frame) -> str:
+    """A pandas table as BIDS TSV text: tab-separated, ``n/a`` for missing, LF line ends."""
+    return frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")

@@ -35,7 +35,7 @@ from neurosepclr.data.simulate import res_label
 from neurosepclr.data.template import SPACE, load_template, make_nifti
 from neurosepclr.data.validate import ValidationPolicy, validate_image
 from neurosepclr.errors import InputDataError, NeurosepclrError
-from neurosepclr.io import atomic_write_bytes, atomic_write_text
+from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, tsv_text
 
 log = logging.getLogger("neurosepclr")
 
@@ -204,12 +204,6 @@ def qc_mosaic(data: np.ndarray, grid: OutputGrid, title: str) -> bytes:
     return buffer.getvalue()
 
 
-def _nifti_gz(img: nib.Nifti1Image) -> bytes:
-    import gzip
-
-    return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
-
-
 def check_image(row: dict, root: Path, cfg: PreprocessConfig) -> str | None:
     """Validate one image; the one-line error, or None when it is fine."""
     try:
@@ -258,8 +252,8 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             "nonfinite_voxels": validated.nonfinite_voxels,
             "warnings": " | ".join(validated.warnings) if validated.warnings else "n/a",
         }
-        atomic_write_bytes(out / paths["preproc"], _nifti_gz(grid.image(normalised)))
-        atomic_write_bytes(out / paths["mask"], _nifti_gz(grid.image(grid.brain, dtype=np.uint8)))
+        atomic_write_bytes(out / paths["preproc"], nifti_gz_bytes(grid.image(normalised)))
+        atomic_write_bytes(out / paths["mask"], nifti_gz_bytes(grid.image(grid.brain, dtype=np.uint8)))
         for transform in transforms:
             key = "xfm" if transform.endswith(".mat") else "warp"
             atomic_write_bytes(out / paths[key], Path(transform).read_bytes())
@@ -280,10 +274,6 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     }
     atomic_write_text(sidecar, json.dumps(meta, indent=2) + "\n")  # last: marks the subject complete
     return {**qc, "cached": False}
-
-
-def _tsv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
 
 
 def preprocess(
@@ -380,11 +370,11 @@ def _write_dataset_files(
     )
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
     atomic_write_bytes(
-        out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_T1w.nii.gz", _nifti_gz(grid.image(grid.t1))
+        out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_T1w.nii.gz", nifti_gz_bytes(grid.image(grid.t1))
     )
     atomic_write_bytes(
         out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_desc-brain_mask.nii.gz",
-        _nifti_gz(grid.image(grid.brain, dtype=np.uint8)),
+        nifti_gz_bytes(grid.image(grid.brain, dtype=np.uint8)),
     )
     table = cohort.frame.merge(
         qc[["participant_id", "session_id", "template_correlation", "qc_pass"]],
@@ -399,10 +389,10 @@ def _write_dataset_files(
             for p, s in zip(table["participant_id"], table["session_id"], strict=True)
         ],
     )
-    atomic_write_text(out / "cohort.tsv", _tsv(table))
-    atomic_write_text(out / "qc.tsv", _tsv(qc))
+    atomic_write_text(out / "cohort.tsv", tsv_text(table))
+    atomic_write_text(out / "qc.tsv", tsv_text(qc))
     if len(excluded):
-        atomic_write_text(out / "excluded.tsv", _tsv(excluded))
+        atomic_write_text(out / "excluded.tsv", tsv_text(excluded))
     elif (out / "excluded.tsv").exists():
         (out / "excluded.tsv").unlink()
     atomic_write_text(out / "preprocess.yaml", dump_config(config))

@@ -35,7 +35,7 @@ from neurosepclr.atlases import Atlas, load_atlas
 from neurosepclr.config import Config, SimulateConfig, dump_config
 from neurosepclr.data.template import SPACE, Template, load_template, make_nifti
 from neurosepclr.errors import ConfigError, OutputError
-from neurosepclr.io import atomic_write_bytes, atomic_write_text
+from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, tsv_text
 
 log = logging.getLogger("neurosepclr")
 
@@ -310,24 +310,12 @@ def _render_to_file(
     code = 4 if cfg.geometry == "mni" else 1
     img = make_nifti(data, affine, code=code)
     path = out_dir / spec.participant_id / "anat" / f"{spec.participant_id}_T1w.nii.gz"
-    atomic_write_bytes(path, _nifti_gz_bytes(img))
+    atomic_write_bytes(path, nifti_gz_bytes(img))
     return spec.participant_id
-
-
-def _nifti_gz_bytes(img) -> bytes:
-    """Deterministic .nii.gz bytes (gzip header without timestamp or file name)."""
-    import gzip
-
-    raw = img.to_bytes()
-    return gzip.compress(raw, compresslevel=6, mtime=0)
 
 
 def _json(data) -> str:
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
-
-
-def _tsv(frame: pd.DataFrame) -> str:
-    return frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
 
 
 def simulate(
@@ -444,7 +432,7 @@ def _write_metadata(
             "site": [s.site for s in subjects],
         }
     ).sort_values("participant_id")
-    atomic_write_text(root / "participants.tsv", _tsv(frame))
+    atomic_write_text(root / "participants.tsv", tsv_text(frame))
     atomic_write_text(
         root / "participants.json",
         _json(
@@ -493,14 +481,14 @@ def _write_metadata(
             "translation_mm": [",".join(f"{v:g}" for v in s.translation_mm) for s in subjects],
         }
     ).sort_values("participant_id")
-    atomic_write_text(truth_dir / "truth.tsv", _tsv(truth))
-    atomic_write_text(truth_dir / "sites.tsv", _tsv(pd.DataFrame([asdict(s) for s in sites])))
+    atomic_write_text(truth_dir / "truth.tsv", tsv_text(truth))
+    atomic_write_text(truth_dir / "sites.tsv", tsv_text(pd.DataFrame([asdict(s) for s in sites])))
     res = res_label(cfg.resolution)
     rows = []
     for spec in cfg.subtypes:
         mask = atlas.region_mask(spec.regions).astype(np.uint8)
         name = f"space-{SPACE}_res-{res}_desc-{spec.name}_mask.nii.gz"
-        atomic_write_bytes(truth_dir / name, _nifti_gz_bytes(template.image(mask, dtype=np.uint8)))
+        atomic_write_bytes(truth_dir / name, nifti_gz_bytes(template.image(mask, dtype=np.uint8)))
         rows.append(
             {
                 "subtype": spec.name,
@@ -510,6 +498,6 @@ def _write_metadata(
                 "atlas": "aal",
             }
         )
-    atomic_write_text(truth_dir / "subtypes.tsv", _tsv(pd.DataFrame(rows)))
+    atomic_write_text(truth_dir / "subtypes.tsv", tsv_text(pd.DataFrame(rows)))
     atomic_write_text(truth_dir / "simulation.yaml", dump_config(config))
     atomic_write_text(truth_dir / "atlas_licence.txt", atlas.licence + "\n")
