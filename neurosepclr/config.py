@@ -274,6 +274,10 @@ class TrainConfig:
     """The training loop (docs/training.md)."""
 
     pool: int = _opt(3, "average-pooling factor from the preprocessed grid to the training grid", ge=1, le=8)
+    input_norm: Literal["none", "controls"] = _opt(
+        "none",
+        "controls: voxel-wise z-score of every input against the training controls' mean and spread",
+    )
     batch_size: int = _opt(32, "subjects per step (each seen in two views)", ge=2)
     target_fraction: float = _opt(0.5, "fraction of patients in every batch", gt=0, le=1)
     steps: int = _opt(500, "optimiser steps", ge=1)

@@ -103,6 +103,27 @@ def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool
     return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(affine, pool), manifest)
 
 
+def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel-wise mean and spread (1, 1, D, H, W) of the reference subjects (training controls).
+
+    The spread is the standard deviation floored at a tenth of its median inside the brain, so
+    voxels where controls barely vary (edges, background) do not blow up the z-scores.
+    """
+    reference = volumes[is_reference].double()
+    if len(reference) < 2:
+        raise InputDataError("train.input_norm=controls needs at least 2 training controls")
+    mean = reference.mean(dim=0, keepdim=True)
+    spread = reference.std(dim=0, keepdim=True)
+    inside = spread > 0
+    floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
+    return mean.float(), spread.clamp_min(floor).float()
+
+
+def normalise_to_reference(volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """z-scores of ``volumes`` against a control reference: what differs from controls, in their units."""
+    return ((volumes - mean) / spread).contiguous()
+
+
 def _gunzip(raw: bytes, path: Path) -> bytes:
     import gzip
 

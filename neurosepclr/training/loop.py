@@ -29,7 +29,14 @@ from neurosepclr.io import atomic_write_text
 from neurosepclr.models import build_model
 from neurosepclr.objectives import loss_from_config
 from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
-from neurosepclr.training.data import CohortTensors, inputs_digest, load_derivatives, stratified_split
+from neurosepclr.training.data import (
+    CohortTensors,
+    control_reference,
+    inputs_digest,
+    load_derivatives,
+    normalise_to_reference,
+    stratified_split,
+)
 from neurosepclr.training.distributed import (
     DistContext,
     all_finite,
@@ -259,6 +266,11 @@ def train(
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = _read_truth(cfg.truth)
+    reference = {}
+    if cfg.input_norm == "controls":
+        mean, spread = control_reference(data.volumes, torch.from_numpy(split == "train") & ~data.is_target)
+        data.volumes = normalise_to_reference(data.volumes, mean, spread)
+        reference = {"input_mean": mean, "input_spread": spread}
 
     net = build_model(config.model)
     if ctx.enabled and device.type == "cuda":
@@ -313,6 +325,7 @@ def train(
                 "best_step": best["step"],
                 "torch_rng": torch.get_rng_state(),
                 **digests,
+                **reference,
                 "version": __version__,
             },
         )
