@@ -22,7 +22,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 	$(PIP) install "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -e ".[dev,preprocess,saliency]"
+	$(PIP) install -e ".[dev,preprocess]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from neurosepclr import __version__
-from neurosepclr.errors import ExitCode, NeurosepclrError, NotAvailableError, UsageError
+from neurosepclr.errors import ExitCode, MissingInputError, NeurosepclrError, NotAvailableError, UsageError
 
 log = logging.getLogger("neurosepclr")
 
@@ -130,6 +130,73 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _parse_k_range(text: str) -> tuple[int, int]:
+    try:
+        low, high = (int(v) for v in text.split("-"))
+    except ValueError:
+        raise UsageError(f"--k-range: expected LOW-HIGH such as 2-6, got '{text}'") from None
+    if not 2 <= low <= high:
+        raise UsageError(f"--k-range: need 2 <= LOW <= HIGH, got '{text}'")
+    return low, high
+
+
+def _cmd_subtype(args: argparse.Namespace) -> int:
+    from neurosepclr.io import attach_log_file
+
+    if args.k != "auto" and not (args.k.isdigit() and int(args.k) >= 2):
+        raise UsageError(f"--k: expected 'auto' or an integer >= 2, got '{args.k}'")
+    atlases, user_atlases = [], []
+    for item in args.atlas:
+        if ":" in item:
+            image, table = item.split(":", 1)
+            user_atlases.append((Path(image), Path(table)))
+        else:
+            atlases.append(item)
+    from neurosepclr.analysis.subtype import SubtypeOptions, predict_cohort, subtype
+    from neurosepclr.atlases import LICENCES
+
+    unknown = [name for name in atlases if name not in LICENCES]
+    if unknown:
+        raise MissingInputError(
+            f"--atlas: unknown atlas '{unknown[0]}' (known: {', '.join(sorted(LICENCES))})"
+        )
+    options = SubtypeOptions(
+        k="auto" if args.k == "auto" else int(args.k),
+        k_range=_parse_k_range(args.k_range),
+        method=args.method,
+        atlases=atlases,
+        user_atlases=user_atlases,
+        saliency=args.saliency,
+        checkpoint=args.checkpoint,
+        per_subject_maps=args.per_subject_maps,
+        device=args.device,
+        seed=args.seed,
+    )
+    if not (args.run_dir / "config.yaml").is_file():
+        raise MissingInputError(
+            f"{args.run_dir}: not a run folder (no config.yaml); run neurosepclr train first"
+        )
+    out = args.out or (args.run_dir / "subtype")
+    if args.cohort is not None and args.out is None:
+        out = (args.fitted or args.run_dir / "subtype") / f"cohort-{args.cohort.resolve().name}"
+    log_path = attach_log_file(out, "subtype")
+    log.info("subtype %s into %s (log %s)", args.run_dir, out, log_path)
+    if args.cohort is not None:
+        result = predict_cohort(args.run_dir, args.cohort, args.out, args.fitted, device=args.device)
+        print(f"assigned {result['n']} subject(s) of {args.cohort}: {result['out']}/subtypes.tsv")
+        if result["in_training"]:
+            print(
+                f"warning: {result['in_training']} of them were in the training split (flagged in_training)"
+            )
+        return ExitCode.OK
+    summary = subtype(args.run_dir, args.out, options)
+    sizes = ", ".join(f"{name}: {summary['sizes'].get(name, 0)}" for name in summary["names"])
+    print(f"K = {summary['k']} subtypes ({sizes}); outputs in {summary['out']}")
+    if "report" in summary:
+        print(f"report: {summary['report']}")
+    return ExitCode.OK
+
+
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     from neurosepclr.config import load_config
 
@@ -217,7 +284,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     ),
     "subtype": (
         "cluster patients in the salient space; maps, atlas tables and report",
-        _not_available("subtype", "planned: subtyping"),
+        _cmd_subtype,
     ),
     "evaluate": (
         "score a run against a simulated cohort's truth (ARI, probes, saliency)",
@@ -253,6 +320,48 @@ def _add_simulate_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--n-sites", type=int, help="number of acquisition sites (default 3)")
     cmd.add_argument("--n-jobs", type=int, default=1, help="parallel worker processes (default 1)")
     cmd.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
+
+
+def _add_subtype_options(cmd: argparse.ArgumentParser) -> None:
+    cmd.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="output of neurosepclr train")
+    cmd.add_argument("--out", type=Path, help="output folder (default RUN_DIR/subtype)")
+    cmd.add_argument("--k", default="auto", help="number of subtypes, or 'auto' (stability + silhouette)")
+    cmd.add_argument("--k-range", default="2-6", metavar="LOW-HIGH", help="K values tried (default 2-6)")
+    cmd.add_argument(
+        "--method", choices=["kmeans", "gmm"], default="kmeans", help="clustering (default kmeans)"
+    )
+    cmd.add_argument(
+        "--atlas",
+        nargs="+",
+        default=["aal"],
+        metavar="NAME|LABELS.nii.gz:LABELS.tsv",
+        help="atlases for region tables: aal (default), desikan_killiany, destrieux, neuromorphometrics, "
+        "marsatlas, aicha, or your own label image and index/name table",
+    )
+    cmd.add_argument(
+        "--saliency",
+        choices=["integrated_gradients", "smoothgrad", "occlusion"],
+        default="integrated_gradients",
+        help="attribution method (captum; default integrated_gradients)",
+    )
+    cmd.add_argument("--checkpoint", choices=["best", "last"], default="best", help="weights to use")
+    cmd.add_argument(
+        "--cohort",
+        type=Path,
+        metavar="DERIVATIVES_DIR",
+        help="assign another preprocessed cohort to the fitted subtypes (no refit)",
+    )
+    cmd.add_argument(
+        "--fitted",
+        type=Path,
+        metavar="SUBTYPE_DIR",
+        help="with --cohort: folder of the earlier subtype call (default RUN_DIR/subtype)",
+    )
+    cmd.add_argument(
+        "--per-subject-maps", action="store_true", help="also write one saliency map per subject"
+    )
+    cmd.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="compute device")
+    cmd.add_argument("--seed", type=int, default=0, help="seed of the clustering and resampling")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +447,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "--out", type=Path, help="where to write scorecard.tsv/json (default: beside the inputs)"
             )
             cmd.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
+        if name == "subtype":
+            _add_subtype_options(cmd)
         if name == "config":
             _add_config_options(cmd)
             cmd.add_argument(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -60,3 +62,18 @@ def tiny_derivatives(tmp_path_factory, tiny_native_cohort):
         == 0
     )
     return out
+
+
+SMOKE_RECIPE = Path(__file__).resolve().parents[1] / "pipelines" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory, tiny_derivatives, tiny_native_cohort):
+    """A run folder of ``pipelines/smoke.yaml`` on the tiny cohort (6 steps), trained once per session."""
+    from neurosepclr.cli import main
+
+    run = tmp_path_factory.mktemp("run") / "run"
+    truth = tiny_native_cohort / "derivatives" / "truth"
+    argv = ["--quiet", "train", str(tiny_derivatives), str(run), "--config", str(SMOKE_RECIPE)]
+    assert main([*argv, "--set", f"train.truth={truth}"]) == 0
+    return run

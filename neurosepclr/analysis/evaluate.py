@@ -150,50 +150,28 @@ def probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int = 0) ->
         x = merged[columns].to_numpy(dtype=float)
         is_patient = (merged["group"] == TARGET).to_numpy()
         tasks = [
-            ("diagnosis", np.ones(len(merged), bool), merged["group"].to_numpy(), "classification"),
-            ("subtype", is_patient, merged["subtype"].astype(str).to_numpy(), "classification"),
-            ("age", np.ones(len(merged), bool), merged["age"].to_numpy(dtype=float), "regression"),
-            ("sex", np.ones(len(merged), bool), merged["sex"].astype(str).to_numpy(), "classification"),
-            ("site", np.ones(len(merged), bool), merged["site"].astype(str).to_numpy(), "classification"),
+            ("diagnosis", np.ones(len(merged), bool), "group", "classification"),
+            ("subtype", is_patient, "subtype", "classification"),
+            ("age", np.ones(len(merged), bool), "age", "regression"),
+            ("sex", np.ones(len(merged), bool), "sex", "classification"),
+            ("site", np.ones(len(merged), bool), "site", "classification"),
         ]
-        for task, rows_used, target, kind in tasks:
+        for task, rows_used, column, kind in tasks:
+            if column not in merged or merged.loc[rows_used, column].isna().all():
+                continue  # a real cohort may lack the truth's subtype, or a participants.tsv column
             train = (split[rows_used] == TRAIN_SPLIT) if split is not None else None
             if kind == "classification":
-                predicted, held = _classification_probe(x[rows_used], target[rows_used], train, seed)
-                if predicted is None:
-                    continue
-                truth_held = target[rows_used][held]
-                rows.append(
-                    {
-                        "space": space,
-                        "task": task,
-                        "metric": "balanced_accuracy",
-                        "value": balanced_accuracy_score(truth_held, predicted),
-                        "n": int(held.sum()),
-                    }
-                )
+                target = merged[column].astype(str).to_numpy()[rows_used]
+                predicted, held = _classification_probe(x[rows_used], target, train, seed)
+                scores = {"balanced_accuracy": balanced_accuracy_score} if predicted is not None else {}
             else:
-                predicted, held = _regression_probe(x[rows_used], target[rows_used], train, seed)
-                if predicted is None:
-                    continue
-                truth_held = target[rows_used][held]
+                target = pd.to_numeric(merged[column], errors="coerce").to_numpy(dtype=float)[rows_used]
+                predicted, held = _regression_probe(x[rows_used], target, train, seed)
+                scores = {"mae": mean_absolute_error, "r2": r2_score} if predicted is not None else {}
+            for metric, score in scores.items():
+                value = score(target[held], predicted)
                 rows.append(
-                    {
-                        "space": space,
-                        "task": task,
-                        "metric": "mae",
-                        "value": mean_absolute_error(truth_held, predicted),
-                        "n": int(held.sum()),
-                    }
-                )
-                rows.append(
-                    {
-                        "space": space,
-                        "task": task,
-                        "metric": "r2",
-                        "value": r2_score(truth_held, predicted),
-                        "n": int(held.sum()),
-                    }
+                    {"space": space, "task": task, "metric": metric, "value": value, "n": int(held.sum())}
                 )
     return pd.DataFrame(rows, columns=["space", "task", "metric", "value", "n"])
 
@@ -240,7 +218,8 @@ def saliency_localisation(
 def find_saliency_maps(folder: Path) -> dict[str, Path]:
     """Predicted-subtype label → saliency map path (``*subtype-<label>*saliency*.nii.gz``)."""
     maps = {}
-    for path in sorted(folder.rglob("*saliency*.nii*")):
+    paths = sorted(folder.rglob("*saliency*.nii*"), key=lambda p: ("desc-saliency_" not in p.name, str(p)))
+    for path in paths:
         match = re.search(r"subtype-([A-Za-z0-9]+)", path.name)
         if match:
             maps.setdefault(match.group(1), path)

@@ -187,7 +187,8 @@ def _write_run_files(
         + "\n",
     )
     atomic_write_text(
-        run_dir / "manifest.tsv", data.manifest.to_csv(sep="\t", index=False, lineterminator="\n")
+        run_dir / "manifest.tsv",
+        data.manifest.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n"),
     )
     frame = pd.DataFrame(
         {

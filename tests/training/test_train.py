@@ -22,28 +22,6 @@ def smoke(*overrides):
     return load_config(SMOKE, list(overrides))
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, tiny_derivatives, tiny_native_cohort):
-    run = tmp_path_factory.mktemp("run") / "run"
-    truth = tiny_native_cohort / "derivatives" / "truth"
-    assert (
-        main(
-            [
-                "--quiet",
-                "train",
-                str(tiny_derivatives),
-                str(run),
-                "--config",
-                str(SMOKE),
-                "--set",
-                f"train.truth={truth}",
-            ]
-        )
-        == 0
-    )
-    return run
-
-
 def test_run_folder_describes_itself(smoke_run):
     for name in (
         "config.yaml",

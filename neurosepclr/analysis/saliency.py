@@ -1,0 +1,181 @@
+"""Voxel attributions of the salient representation, with captum, and region tables on atlases.
+
+**Scalar target.** For a volume ``x`` the attributed quantity is the distance of its salient
+representation from the background's null point, ``‖s(x) − s̄_bg‖₂`` where ``s̄_bg`` is the mean
+salient representation of the training controls. SepCLR's information-less background term pulls
+controls' ``s`` to one point (method.md, eq. for L_BG); the distance from it is how "patient-like"
+the model finds the image, so its attribution answers *which voxels make this subject salient*.
+
+**Methods.** ``integrated_gradients`` (captum ``IntegratedGradients``, baseline = the controls' mean
+input, i.e. zeros after ``train.input_norm=controls``), ``smoothgrad`` (captum ``NoiseTunnel`` over
+``Saliency``) and ``occlusion`` (captum ``Occlusion``, a sliding cube set to the baseline).
+Attributions are computed batch by batch with the model in eval mode.
+"""
+
+from __future__ import annotations
+
+import re
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import torch
+from scipy import ndimage
+
+METHODS = ("integrated_gradients", "smoothgrad", "occlusion")
+
+
+class DistanceFromBackground(torch.nn.Module):
+    """``x ↦ ‖s(x) − s̄_bg‖₂``, one scalar per volume (the attribution target)."""
+
+    def __init__(self, model: torch.nn.Module, background_point: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("background_point", background_point.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, salient = self.model.forward_features(x)
+        return torch.linalg.vector_norm(salient - self.background_point, dim=1)
+
+
+def attribute(
+    model: torch.nn.Module,
+    volumes: torch.Tensor,
+    background_point: torch.Tensor,
+    baseline: torch.Tensor,
+    method: str = "integrated_gradients",
+    batch_size: int = 8,
+    n_steps: int = 24,
+    smoothgrad_samples: int = 16,
+    smoothgrad_sd: float = 0.3,
+    occlusion_size: int = 4,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
+    """Attributions (N, D, H, W) of :class:`DistanceFromBackground` to each input voxel."""
+    from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
+
+    if method not in METHODS:
+        raise ValueError(f"saliency method must be one of {', '.join(METHODS)}, got {method!r}")
+    target = DistanceFromBackground(model, background_point).to(device).eval()
+    for parameter in target.parameters():
+        parameter.requires_grad_(False)
+    baseline = baseline.to(device)
+    out = []
+    for start in range(0, len(volumes), batch_size):
+        x = volumes[start : start + batch_size].to(device).requires_grad_(method != "occlusion")
+        base = baseline.expand_as(x).contiguous()
+        if method == "integrated_gradients":
+            result = IntegratedGradients(target).attribute(
+                x, baselines=base, n_steps=n_steps, internal_batch_size=batch_size * 4
+            )
+        elif method == "smoothgrad":
+            result = NoiseTunnel(Saliency(target)).attribute(
+                x, nt_type="smoothgrad", nt_samples=smoothgrad_samples, stdevs=smoothgrad_sd, abs=False
+            )
+        else:
+            size = (1, occlusion_size, occlusion_size, occlusion_size)
+            stride = (
+                1,
+                max(1, occlusion_size // 2),
+                max(1, occlusion_size // 2),
+                max(1, occlusion_size // 2),
+            )
+            with torch.no_grad():
+                result = Occlusion(target).attribute(
+                    x, sliding_window_shapes=size, strides=stride, baselines=base
+                )
+        out.append(result.detach().float().cpu()[:, 0])
+    return torch.cat(out).numpy()
+
+
+def group_maps(
+    attributions: np.ndarray, labels: np.ndarray, control_rows: np.ndarray
+) -> dict[str, dict[str, np.ndarray]]:
+    """Per label: mean |attribution| (``saliency``), mean signed attribution (``signed``) and the z-map
+    of mean |attribution| against the controls' per-voxel distribution (``zmap``).
+
+    The z-map reads: how much more this subtype's salient code depends on each voxel than the
+    controls' codes do, in units of the controls' between-subject spread (floored at a tenth of its
+    median to avoid dividing by nothing outside the brain).
+    """
+    absolute = np.abs(attributions)
+    controls = absolute[control_rows]
+    reference_mean = controls.mean(axis=0) if len(controls) else np.zeros(absolute.shape[1:])
+    spread = controls.std(axis=0) if len(controls) > 1 else np.ones(absolute.shape[1:])
+    positive = spread[spread > 0]
+    spread = np.maximum(spread, 0.1 * np.median(positive) if positive.size else 1.0)
+    maps = {}
+    for label in sorted(set(labels[~control_rows])):
+        rows = (labels == label) & ~control_rows
+        mean_abs = absolute[rows].mean(axis=0)
+        maps[str(label)] = {
+            "saliency": mean_abs,
+            "signed": attributions[rows].mean(axis=0),
+            "zmap": (mean_abs - reference_mean) / spread,
+        }
+    return maps
+
+
+def hemisphere(name: str, centroid_x_mm: float) -> str:
+    """'left' / 'right' from the region name (``_L``/``_R``, ``Left``/``Right``, ``lh``/``rh``) or, when
+    the name does not say, from the side of its centroid (RAS+ x); 'midline' within 2 mm of x = 0."""
+    lowered = name.lower()
+    if re.search(r"(^|[_\-. ])(l|lh|left)($|[_\-. ])", lowered) or lowered.startswith("left"):
+        return "left"
+    if re.search(r"(^|[_\-. ])(r|rh|right)($|[_\-. ])", lowered) or lowered.startswith("right"):
+        return "right"
+    if abs(centroid_x_mm) <= 2.0:
+        return "midline"
+    return "left" if centroid_x_mm < 0 else "right"
+
+
+def resample_to_atlas(values: np.ndarray, affine: np.ndarray, atlas) -> np.ndarray:
+    """A map sampled at the atlas's voxels (trilinear; 0 outside the map's field of view)."""
+    atlas_to_map = np.linalg.inv(affine) @ atlas.affine
+    coords = np.indices(atlas.labels.shape, dtype=np.float64).reshape(3, -1)
+    mapped = atlas_to_map[:3, :3] @ coords + atlas_to_map[:3, 3:4]
+    sampled = ndimage.map_coordinates(values.astype(np.float64), mapped, order=1, mode="constant", cval=0.0)
+    return sampled.reshape(atlas.labels.shape)
+
+
+def region_table(saliency: np.ndarray, signed: np.ndarray, affine: np.ndarray, atlas) -> pd.DataFrame:
+    """Regions ranked by mean |saliency|: hemisphere, voxel count, mean signed and absolute saliency,
+    share of the absolute saliency summed over all labelled voxels."""
+    absolute = resample_to_atlas(np.abs(saliency), affine, atlas)
+    signed_at_atlas = resample_to_atlas(signed, affine, atlas)
+    labels = atlas.labels
+    index = np.array(sorted(i for i in np.unique(labels) if i > 0 and int(i) in atlas.names))
+    if index.size == 0:
+        return pd.DataFrame(
+            columns=["rank", "region", "label", "hemisphere", "n_voxels", "mean_saliency",
+                     "mean_abs_saliency", "share_abs_saliency"]
+        )  # fmt: skip
+    counts = ndimage.sum(np.ones_like(labels, dtype=np.float64), labels, index)
+    sums_abs = ndimage.sum(absolute, labels, index)
+    sums_signed = ndimage.sum(signed_at_atlas, labels, index)
+    centroids = ndimage.center_of_mass(np.ones_like(labels, dtype=np.float64), labels, index)
+    centroid_x = [float((atlas.affine @ np.array([*c, 1.0]))[0]) for c in centroids]
+    total = sums_abs.sum()
+    frame = pd.DataFrame(
+        {
+            "region": [atlas.names[int(i)] for i in index],
+            "label": index.astype(int),
+            "hemisphere": [
+                hemisphere(atlas.names[int(i)], x) for i, x in zip(index, centroid_x, strict=True)
+            ],
+            "n_voxels": counts.astype(int),
+            "mean_saliency": sums_signed / counts,
+            "mean_abs_saliency": sums_abs / counts,
+            "share_abs_saliency": sums_abs / total if total > 0 else np.nan,
+        }
+    )
+    frame = frame.sort_values("mean_abs_saliency", ascending=False, kind="stable").reset_index(drop=True)
+    frame.insert(0, "rank", np.arange(1, len(frame) + 1))
+    return frame
+
+
+def map_image(values: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:
+    """A float32 NIfTI in template space: qform = sform = the grid's real affine (code 4, MNI)."""
+    from neurosepclr.data.template import make_nifti
+
+    return make_nifti(values.astype(np.float32), affine, code=4)

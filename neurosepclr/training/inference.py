@@ -1,0 +1,90 @@
+"""A trained run read back for analysis: model weights (``weights_only``), config, split, input reference.
+
+Used by ``neurosepclr subtype``: the representations of a cohort are computed with exactly the data
+path of training (same pooling, same control reference when ``train.input_norm=controls``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neurosepclr.config import Config, load_config
+from neurosepclr.errors import MissingInputError
+from neurosepclr.models import build_model
+from neurosepclr.training.checkpoint import load_checkpoint
+from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_to_reference
+
+
+@dataclass
+class TrainedRun:
+    run_dir: Path
+    config: Config
+    model: torch.nn.Module
+    split: pd.DataFrame
+    manifest: pd.DataFrame
+    derivatives: Path
+    checkpoint: Path
+    step: int
+    input_mean: torch.Tensor | None
+    input_spread: torch.Tensor | None
+
+    def cohort(self, derivatives: str | Path | None = None) -> CohortTensors:
+        """The cohort's volumes on the training grid, normalised as in training."""
+        data = load_derivatives(derivatives or self.derivatives, self.config.train.pool)
+        if self.input_mean is not None:
+            data.volumes = normalise_to_reference(data.volumes, self.input_mean, self.input_spread)
+        return data
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
+    """Read a ``neurosepclr train`` run folder; ``checkpoint``: ``best`` (else ``last``) or ``last``."""
+    run_dir = Path(run_dir)
+    for name in ("config.yaml", "run.json", "split.tsv", "manifest.tsv"):
+        if not (run_dir / name).is_file():
+            raise MissingInputError(f"{run_dir}: no {name} (not a neurosepclr train run folder)")
+    config = load_config(run_dir / "config.yaml")
+    path = run_dir / "checkpoints" / f"{checkpoint}.pt"
+    if checkpoint == "best" and not path.is_file():
+        path = run_dir / "checkpoints" / "last.pt"
+    if not path.is_file():
+        raise MissingInputError(f"{run_dir}: no checkpoint {path.name} in checkpoints/")
+    state = load_checkpoint(path)
+    model = build_model(config.model)
+    model.load_state_dict(state["model"])
+    model.eval()
+    run = json.loads((run_dir / "run.json").read_text())
+    read = {
+        "dtype": {"participant_id": str, "session_id": str},
+        "keep_default_na": False,
+        "na_values": ["n/a"],
+    }
+    return TrainedRun(
+        run_dir=run_dir,
+        config=config,
+        model=model,
+        split=pd.read_csv(run_dir / "split.tsv", sep="\t", **read),
+        manifest=pd.read_csv(run_dir / "manifest.tsv", sep="\t", **read),
+        derivatives=Path(run["derivatives"]),
+        checkpoint=path,
+        step=int(state["step"]),
+        input_mean=state.get("input_mean"),
+        input_spread=state.get("input_spread"),
+    )
+
+
+def training_membership(run: TrainedRun, table: pd.DataFrame, hashes: pd.Series) -> np.ndarray:
+    """True for each subject whose participant ID or image content was in the run's training split."""
+    train = run.split[run.split["split"] == "train"]
+    by_id = table["participant_id"].isin(set(train["participant_id"]))
+    keys = ["participant_id", "session_id"]
+    manifest = run.manifest.assign(session_id=run.manifest["session_id"].fillna(""))
+    train_keys = train[keys].assign(session_id=train["session_id"].fillna(""))
+    train_hashes = set(manifest.merge(train_keys, on=keys)["sha256"])
+    by_content = hashes.isin(train_hashes)
+    return (by_id | by_content).to_numpy()

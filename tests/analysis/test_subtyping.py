@@ -1,0 +1,90 @@
+"""SalientSubtyper: scikit-learn conventions, recovery of known clusters, JSON round trip, stability."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from neurosepclr.analysis.subtyping import (
+    SalientSubtyper,
+    soft_assignments,
+    stability_table,
+    subtyper_from_dict,
+    subtyper_to_dict,
+)
+
+
+@parametrize_with_checks(
+    [SalientSubtyper(2, "kmeans", random_state=0), SalientSubtyper(2, "gmm", random_state=0)]
+)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def blobs(n_per: int, k: int = 3, dim: int = 6, spread: float = 0.3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(k, dim))
+    labels = np.repeat(np.arange(k), n_per)
+    return centres[labels] + rng.normal(scale=spread, size=(len(labels), dim)), labels
+
+
+@pytest.mark.parametrize("method", ["kmeans", "gmm"])
+def test_fit_on_some_predict_the_others(method):
+    x, y = blobs(40)
+    fit = np.arange(len(y)) % 2 == 0
+    model = SalientSubtyper(3, method, random_state=0).fit(x[fit])
+    assert adjusted_rand_score(y[fit], model.labels_) == 1.0
+    assert adjusted_rand_score(y[~fit], model.predict(x[~fit])) == 1.0
+    proba = model.predict_proba(x[~fit])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (proba.argmax(axis=1) == model.predict(x[~fit])).all()
+    assert proba.max(axis=1).min() > 0.9  # well-separated clusters: confident memberships
+    assert model.cluster_centers_.shape == (3, x.shape[1])
+    assert model.transform(x).shape == (len(x), 3)
+
+
+def test_ambiguous_subject_gets_split_membership():
+    x, _ = blobs(30, k=2, spread=0.2)
+    model = SalientSubtyper(2, random_state=0).fit(x)
+    midpoint = model.cluster_centers_.mean(axis=0, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(midpoint)[0], [0.5, 0.5], atol=1e-6)
+
+
+def test_json_round_trip_predicts_identically():
+    x, _ = blobs(30)
+    for method in ("kmeans", "gmm"):
+        model = SalientSubtyper(3, method, random_state=1).fit(x)
+        again = subtyper_from_dict(json.loads(json.dumps(subtyper_to_dict(model))))
+        np.testing.assert_array_equal(again.predict(x), model.predict(x))
+        np.testing.assert_allclose(again.predict_proba(x), model.predict_proba(x))
+
+
+def test_soft_assignments_are_a_softmax_of_negative_distances():
+    d2 = np.array([[0.0, 2.0], [2.0, 2.0]])
+    p = soft_assignments(d2, temperature=1.0)
+    np.testing.assert_allclose(p[0], [1 / (1 + np.exp(-1)), np.exp(-1) / (1 + np.exp(-1))])
+    np.testing.assert_allclose(p[1], [0.5, 0.5])
+
+
+def test_stability_table_chooses_the_true_number_of_clusters():
+    x, _ = blobs(30, k=3, spread=0.5)
+    table = stability_table(x, range(2, 7), n_resamples=8, random_state=0)
+    assert list(table["k"]) == [2, 3, 4, 5, 6]
+    assert table.loc[table["chosen"], "k"].item() == 3
+    assert table.loc[table["k"] == 3, "stability_ari_mean"].item() > 0.95
+
+
+def test_stability_table_refuses_impossible_ranges():
+    x, _ = blobs(3, k=1)
+    with pytest.raises(ValueError, match="no K"):
+        stability_table(x, range(2, 4))
+
+
+def test_invalid_parameters_are_named():
+    x, _ = blobs(5)
+    with pytest.raises(ValueError, match="method"):
+        SalientSubtyper(2, "spectral").fit(x)
+    with pytest.raises(ValueError, match="n_subtypes"):
+        SalientSubtyper(100).fit(x)

@@ -1,0 +1,180 @@
+"""neurosepclr subtype on the smoke run: outputs, maps in template space, --cohort, refusals, report."""
+
+import json
+import os
+import pickle
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from neurosepclr.cli import main
+
+READ = {"sep": "\t", "dtype": {"participant_id": str}, "keep_default_na": False, "na_values": ["n/a"]}
+
+
+@pytest.fixture(scope="module")
+def subtype_out(smoke_run):
+    assert main(["--quiet", "subtype", str(smoke_run), "--k-range", "2-3"]) == 0
+    return smoke_run / "subtype"
+
+
+def test_subtype_writes_every_output(subtype_out):
+    for name in ("embeddings.tsv", "stability.tsv", "subtypes.tsv", "demographics.tsv", "subtype_model.json",
+                 "report.html", "figures/k_selection.png", "figures/salient_space.png",
+                 "figures/training_curves.png"):  # fmt: skip
+        assert (subtype_out / name).is_file(), name
+    subtypes = pd.read_csv(subtype_out / "subtypes.tsv", **READ)
+    controls = subtypes["group"] == "background"
+    assert (subtypes.loc[controls, "subtype"] == "control").all()
+    assert subtypes.loc[~controls, "subtype"].isin(["S1", "S2"]).all()
+    assert subtypes.loc[~controls, "probability"].between(0.5, 1.0).all()  # K = 2: the argmax holds ≥ 1/2
+    np.testing.assert_allclose(subtypes.loc[~controls, ["p_S1", "p_S2"]].sum(axis=1), 1.0, atol=1e-4)
+    assert (subtypes["in_training"] == (subtypes["split"] == "train")).all()
+    stability = pd.read_csv(subtype_out / "stability.tsv", sep="\t")
+    assert stability["chosen"].sum() == 1
+    embeddings = pd.read_csv(subtype_out / "embeddings.tsv", **READ)
+    assert {"common_0", "salient_7"} <= set(embeddings.columns) and len(embeddings) == len(subtypes)
+    demographics = pd.read_csv(subtype_out / "demographics.tsv", sep="\t")
+    assert demographics["n"].sum() == len(subtypes) and "age_mean" in demographics
+
+
+def test_maps_overlay_on_the_template(subtype_out, smoke_run):
+    grid = np.array(json.loads((smoke_run / "run.json").read_text())["grid_affine"])
+    maps = sorted((subtype_out / "maps").glob("subtype-S*_desc-*_map.nii.gz"))
+    assert len(maps) == 6  # 2 subtypes × (saliency, signed, z)
+    for path in maps:
+        image = nib.load(path)
+        np.testing.assert_allclose(image.affine, grid, atol=1e-5)
+        assert int(image.header["sform_code"]) == 4
+        assert np.isfinite(np.asarray(image.dataobj)).all()
+    saliency = np.asarray(nib.load(subtype_out / "maps" / "subtype-S1_desc-saliency_map.nii.gz").dataobj)
+    assert saliency.max() > 0 and saliency.min() >= 0
+
+
+def test_region_tables_carry_the_licence(subtype_out):
+    table = pd.read_csv(subtype_out / "tables" / "subtype-S1_atlas-aal_regions.tsv", sep="\t")
+    assert list(table.columns) == ["rank", "region", "label", "hemisphere", "n_voxels", "mean_saliency",
+                                   "mean_abs_saliency", "share_abs_saliency"]  # fmt: skip
+    assert table["mean_abs_saliency"].is_monotonic_decreasing and len(table) > 100
+    assert table["share_abs_saliency"].sum() == pytest.approx(1.0, abs=1e-6)
+    sidecar = json.loads((subtype_out / "tables" / "subtype-S1_atlas-aal_regions.json").read_text())
+    assert "AAL3" in sidecar["licence"]
+    assert "Atlas licence: AAL3" in (subtype_out / "report.html").read_text()
+
+
+def test_evaluate_scores_a_subtype_folder(subtype_out, tiny_native_cohort):
+    truth = tiny_native_cohort / "derivatives" / "truth"
+    assert main(["--quiet", "evaluate", str(subtype_out), "--truth", str(truth)]) == 0
+    card = json.loads((subtype_out / "scorecard.json").read_text())
+    assert "all" in card["subtypes"] and set(card["saliency"]) <= {"S1", "S2"} and card["saliency"]
+
+
+def test_cohort_assignment_flags_training_subjects_by_id_and_by_content(
+    subtype_out, smoke_run, tiny_derivatives, tmp_path
+):
+    cohort = tmp_path / "cohort"
+    shutil.copytree(tiny_derivatives, cohort)
+    table = pd.read_csv(cohort / "cohort.tsv", **READ)
+    split = pd.read_csv(smoke_run / "split.tsv", **READ)
+    trained = split.loc[split["split"] == "train", "participant_id"].iloc[0]
+    table.loc[table["participant_id"] == trained, "participant_id"] = "sub-renamed"  # same image, new ID
+    table.to_csv(cohort / "cohort.tsv", sep="\t", index=False, na_rep="n/a")
+    out = tmp_path / "assigned"
+    code = main(["--quiet", "subtype", str(smoke_run), "--cohort", str(cohort), "--out", str(out)])
+    assert code == 0
+    # the fitted model is RUN_DIR/subtype's (or --fitted DIR); --out is where the assignment goes
+    assigned = pd.read_csv(out / "subtypes.tsv", **READ)
+    flagged = dict(zip(assigned["participant_id"], assigned["in_training"], strict=True))
+    assert flagged["sub-renamed"]
+    expected = set(split.loc[split["split"] == "train", "participant_id"]) - {trained} | {"sub-renamed"}
+    assert {p for p, f in flagged.items() if f} == expected
+    fitted = pd.read_csv(smoke_run / "subtype" / "subtypes.tsv", **READ).set_index("participant_id")
+    kept = assigned.set_index("participant_id").drop(index="sub-renamed")
+    assert (kept["subtype"] == fitted.loc[kept.index, "subtype"]).all()  # predict, no refit
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [(["--k", "1"], 64), (["--k-range", "5-2"], 64), (["--k", "many"], 64), (["--atlas", "nonexistent"], 66)],
+)
+def test_bad_options_exit_with_documented_codes(smoke_run, tmp_path, args, code, capsys):
+    assert main(["subtype", str(smoke_run), "--out", str(tmp_path / "o"), *args]) == code
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_missing_run_and_missing_fit(tmp_path, smoke_run, capsys):
+    assert main(["subtype", str(tmp_path / "nope")]) == 66
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("subtype"))
+    assert main(["subtype", str(copy), "--cohort", str(copy)]) == 66
+    assert "run neurosepclr subtype" in capsys.readouterr().err
+
+
+class _Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['SENTINEL']}",))
+
+
+def test_crafted_pickle_checkpoint_is_refused_without_running(smoke_run, tmp_path, monkeypatch, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("subtype"))
+    sentinel = tmp_path / "executed"
+    monkeypatch.setenv("SENTINEL", str(sentinel))
+    for name in ("best.pt", "last.pt"):
+        (copy / "checkpoints" / name).write_bytes(pickle.dumps({"model": _Payload(), "step": 1}))
+    assert main(["subtype", str(copy)]) == 65
+    assert not sentinel.exists()
+    assert "not a safe neurosepclr checkpoint" in capsys.readouterr().err
+
+
+def _chromium() -> tuple[str, str] | None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        return None
+    return (browser, driver) if browser and driver else None
+
+
+def test_report_renders_in_headless_chromium(subtype_out, monkeypatch):
+    found = _chromium()
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must install chromium, chromium-driver and selenium (see .ci/run)")
+        pytest.skip("headless Chromium (chromium, chromium-driver, selenium) not installed")
+    from selenium import webdriver
+
+    monkeypatch.setenv("SE_OFFLINE", "true")  # never let Selenium Manager reach the network
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.binary_location = found[0]
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=found[1]))
+    try:
+        driver.get((subtype_out / "report.html").as_uri())
+        images = driver.execute_script(
+            """return Array.from(document.images).map(img => {
+                 const c = document.createElement('canvas');
+                 c.width = img.naturalWidth; c.height = img.naturalHeight;
+                 const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+                 const d = g.getImageData(0, 0, c.width, c.height).data;
+                 let ink = 0;
+                 for (let i = 0; i < d.length; i += 4) { if (d[i] + d[i+1] + d[i+2] < 600) ink++; }
+                 return [img.alt, img.complete, img.naturalWidth, ink / (d.length / 4)];
+               });"""
+        )
+        errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+        title = driver.title
+    finally:
+        driver.quit()
+    assert title == "neurosepclr subtype report"
+    assert errors == []
+    assert len(images) >= 8  # K selection, sizes, salient space, training, 2 subtypes × (glass, slices)
+    for alt, complete, width, ink in images:
+        assert complete and width > 100, alt
+        assert ink > 0.01, f"{alt}: figure looks blank"
