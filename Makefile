@@ -28,11 +28,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 demo: setup
-	$(BIN)/neurosepclr simulate work/demo/bids --force --n-jobs 2 --n-controls 40 --n-patients-per-subtype 20
-	$(BIN)/neurosepclr preprocess work/demo/bids work/demo/derivatives --n-jobs 2
-	$(BIN)/neurosepclr train work/demo/derivatives work/demo/run --force --config pipelines/demo.yaml \
-		--set train.truth=work/demo/bids/derivatives/truth
-	$(BIN)/neurosepclr evaluate work/demo/run --truth work/demo/bids/derivatives/truth
+	$(BIN)/neurosepclr run pipelines/demo.yaml
 
 test: setup
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)

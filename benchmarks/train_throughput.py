@@ -1,4 +1,4 @@
-"""Training-step throughput on CPU: fp32 vs bf16 autocast vs channels_last_3d, side by side.
+"""Training-step throughput: fp32 vs bf16 autocast vs channels_last_3d, side by side (CPU or GPU).
 
 One full step = two views of a balanced batch, both encoders and heads forward, the SepCLR loss,
 backward and the Adam update, exactly as in ``neurosepclr train``. Variants alternate in rounds so
@@ -6,6 +6,10 @@ machine noise hits them alike; the median seconds per step of each is reported w
 fp32.
 
     python benchmarks/train_throughput.py DERIVATIVES [--pool 3] [--batch 32] [--rounds 5] [--steps 4]
+    python benchmarks/train_throughput.py --grid 78 96 81 --device cuda --encoder resnet18
+
+``--grid`` times random volumes of that shape instead of a cohort (speed does not depend on content;
+78×96×81 is the cropped 2 mm MNI grid of ``preprocess``).
 """
 
 from __future__ import annotations
@@ -37,20 +41,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("derivatives")
+    parser.add_argument("derivatives", nargs="?")
+    parser.add_argument("--grid", type=int, nargs=3, help="random volumes of this shape instead")
+    parser.add_argument("--n", type=int, default=96, help="subjects of the random cohort")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--encoder", default="light_cnn")
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
-    cfg = load_config()
-    data = load_derivatives(args.derivatives, args.pool)
-    is_target = data.is_target.numpy()
+    cfg = load_config(None, [f"model.encoder={args.encoder}"])
+    device = torch.device(args.device)
+    if args.grid:
+        volumes = torch.randn(args.n, 1, *args.grid)
+        is_target_t = torch.arange(args.n) % 2 == 1
+    else:
+        data = load_derivatives(args.derivatives, args.pool)
+        volumes, is_target_t = data.volumes, data.is_target
+    volumes = volumes.to(device)
+    is_target = is_target_t.numpy()
     loss_fn = SepCLRLoss()
     models, optimizers = {}, {}
     for name, (_, channels_last) in VARIANTS.items():
         torch.manual_seed(0)
-        model = build_model(cfg.model)
+        model = build_model(cfg.model).to(device)
         models[name] = model.to(memory_format=torch.channels_last_3d) if channels_last else model
         optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=3e-4)
     times = {name: [] for name in VARIANTS}
@@ -58,31 +73,36 @@ def main() -> None:
     for _ in range(args.rounds + 1):  # the first round warms up and is discarded
         for name, (dtype, channels_last) in VARIANTS.items():
             model, optimizer = models[name], optimizers[name]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             start = time.perf_counter()
             for _ in range(args.steps):
                 batch = balanced_batch(is_target, args.batch, 0.5, step, 0)
                 v1, v2, _, _ = make_views(
-                    data.volumes[batch], cfg.train.augment, torch.Generator().manual_seed(step)
+                    volumes[batch], cfg.train.augment, torch.Generator().manual_seed(step)
                 )
                 views = torch.cat([v1, v2])
                 if channels_last:
                     views = views.contiguous(memory_format=torch.channels_last_3d)
-                context = torch.autocast("cpu", dtype=dtype) if dtype else contextlib.nullcontext()
+                context = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
                 with context:
                     out = model(views)
                 c1, c2 = out.common_proj.float().chunk(2)
                 s1, s2 = out.salient_proj.float().chunk(2)
-                terms = loss_fn(c1, c2, s1, s2, data.is_target[batch])
+                terms = loss_fn(c1, c2, s1, s2, is_target_t[batch].to(device))
                 optimizer.zero_grad()
                 terms.total.backward()
                 optimizer.step()
                 step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             times[name].append((time.perf_counter() - start) / args.steps)
     for name in times:
         times[name] = times[name][1:]
     base = statistics.median(times["fp32"])
-    grid = tuple(data.volumes.shape[2:])
-    print(f"grid {grid}, batch {args.batch} (x2 views), threads {torch.get_num_threads()}")
+    grid = tuple(volumes.shape[2:])
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    print(f"{args.encoder}, grid {grid}, batch {args.batch} (x2 views), {where}")
     for name, values in times.items():
         median = statistics.median(values)
         print(

@@ -113,7 +113,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from neurosepclr.analysis.evaluate import evaluate
 
-    card = evaluate(args.run_dir, args.truth, args.out, seed=args.seed)
+    _print_scorecard(evaluate(args.run_dir, args.truth, args.out, seed=args.seed))
+    return ExitCode.OK
+
+
+def _print_scorecard(card: dict) -> None:
     table = card["table"]
     for subset, scores in card.get("subtypes", {}).items():
         print(f"subtypes ({subset}, n={scores['n']}): ARI {scores['ari']:.3f}  AMI {scores['ami']:.3f}")
@@ -127,6 +131,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"saliency subtype-{label} → {scores['matched_subtype']}: "
             f"{scores['mass_inside']:.2f} of |saliency| inside the true mask"
         )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from neurosepclr.config import load_config
+
+    config = load_config(args.pipeline, args.overrides)
+    from neurosepclr.io import attach_log_file
+    from neurosepclr.pipeline import run_pipeline, work_dir_for
+
+    work = work_dir_for(config, args.pipeline)
+    log_path = attach_log_file(work, "run")
+    log.info("run %s in %s (log %s)", args.pipeline, work, log_path)
+    result = run_pipeline(config, args.pipeline, progress=not args.quiet)
+    if "scorecard" in result:
+        _print_scorecard(result["scorecard"])
+    print(f"report: {result['report']}")
     return ExitCode.OK
 
 
@@ -292,7 +312,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.Namespace], int]]] = {
     ),
     "run": (
         "run a whole pipeline YAML: simulate → preprocess → train → subtype → evaluate",
-        _not_available("run", "planned: pipelines"),
+        _cmd_run,
     ),
     "config": ("print (or write) the fully resolved configuration; --explain lists every key", _cmd_config),
 }
@@ -449,6 +469,18 @@ def build_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--seed", type=int, default=0, help="seed of the cross-validation folds")
         if name == "subtype":
             _add_subtype_options(cmd)
+        if name == "run":
+            cmd.add_argument(
+                "pipeline", type=Path, metavar="PIPELINE.yaml", help="a pipeline recipe (see pipelines/)"
+            )
+            cmd.add_argument(
+                "--set",
+                dest="overrides",
+                action="append",
+                default=[],
+                metavar="KEY=VALUE",
+                help="override one key of the recipe (repeatable), e.g. --set pipeline.work_dir=out",
+            )
         if name == "config":
             _add_config_options(cmd)
             cmd.add_argument(

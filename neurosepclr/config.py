@@ -305,6 +305,30 @@ class TrainConfig:
 
 
 @dataclass
+class SubtypeConfig:
+    """``neurosepclr subtype`` as run by a pipeline (the command's flags override nothing here)."""
+
+    k: int = _opt(0, "number of subtypes; 0: choose K from stability and silhouette", ge=0)
+    k_range: list[int] = _opt([2, 6], "smallest and largest K tried when k is 0", ge=2, min_len=2)
+    method: Literal["kmeans", "gmm"] = _opt("kmeans", "clustering of standardised salient coordinates")
+    atlases: list[str] = _opt(["aal"], "atlases of the region tables (atlases/manifest.tsv)", min_len=1)
+    saliency: Literal["integrated_gradients", "smoothgrad", "occlusion"] = _opt(
+        "integrated_gradients", "attribution method (captum)"
+    )
+    checkpoint: Literal["best", "last"] = _opt("best", "weights used for subtyping")
+
+
+@dataclass
+class PipelineConfig:
+    """``neurosepclr run``: which cohort, where the outputs go."""
+
+    bids: str = _opt("", "BIDS dataset to analyse; empty: simulate one from the simulate section")
+    work_dir: str = _opt("", "output root; empty: work/<pipeline file name> beside the current folder")
+    truth: str = _opt("", "truth folder for evaluate; empty: the simulated cohort's, none for real data")
+    n_jobs: int = _opt(2, "parallel worker processes of simulate and preprocess", ge=1)
+
+
+@dataclass
 class Config:
     """The resolved configuration of one neurosepclr run."""
 
@@ -319,6 +343,10 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "encoders and heads"})
     train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "training loop"})
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "SepCLR objective"})
+    subtype: SubtypeConfig = field(default_factory=SubtypeConfig, metadata={"help": "subtypes and maps"})
+    pipeline: PipelineConfig = field(
+        default_factory=PipelineConfig, metadata={"help": "neurosepclr run: cohort and output root"}
+    )
 
 
 # --------------------------------------------------------------------------- YAML reading

@@ -48,8 +48,8 @@ def pooled_affine(affine: np.ndarray, pool: int) -> np.ndarray:
     return out
 
 
-def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool = False) -> CohortTensors:
-    """Read ``cohort.tsv`` and every preprocessed volume of a ``preprocess`` output folder."""
+def read_cohort_table(derivatives: str | Path, include_failed_qc: bool = False) -> pd.DataFrame:
+    """``cohort.tsv`` of a ``preprocess`` output folder, without the images failing QC (warned)."""
     root = Path(derivatives)
     cohort_path = root / "cohort.tsv"
     if not cohort_path.is_file():
@@ -72,6 +72,37 @@ def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool
             )
     if table.empty:
         raise InputDataError(f"{cohort_path}: no subject to train on")
+    return table
+
+
+def derivatives_manifest(derivatives: str | Path, include_failed_qc: bool = False) -> pd.DataFrame:
+    """Subjects and SHA-256 of their preprocessed images (what :func:`inputs_digest` hashes)."""
+    root = Path(derivatives)
+    table = read_cohort_table(root, include_failed_qc)
+    hashes = []
+    for row in table.itertuples():
+        path = root / row.preproc
+        if not path.is_file():
+            raise MissingInputError(f"{row.participant_id}: {row.preproc}: preprocessed image not found")
+        hashes.append(sha256_bytes(path.read_bytes()))
+    return _manifest(table, hashes)
+
+
+def _manifest(table: pd.DataFrame, hashes: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "participant_id": table["participant_id"],
+            "session_id": table["session_id"],
+            "path": table["preproc"],
+            "sha256": hashes,
+        }
+    )
+
+
+def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool = False) -> CohortTensors:
+    """Read ``cohort.tsv`` and every preprocessed volume of a ``preprocess`` output folder."""
+    root = Path(derivatives)
+    table = read_cohort_table(root, include_failed_qc)
     volumes, hashes, affine, shape = [], [], None, None
     for row in table.itertuples():
         path = root / row.preproc
@@ -91,14 +122,7 @@ def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool
     stack = torch.stack(volumes)[:, None]
     if pool > 1:
         stack = F.avg_pool3d(stack, kernel_size=pool, stride=pool, ceil_mode=True)
-    manifest = pd.DataFrame(
-        {
-            "participant_id": table["participant_id"],
-            "session_id": table["session_id"],
-            "path": table["preproc"],
-            "sha256": hashes,
-        }
-    )
+    manifest = _manifest(table, hashes)
     is_target = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
     return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(affine, pool), manifest)
 

@@ -58,9 +58,12 @@ class TrainingDiverged(NeurosepclrError):
     """The loss became NaN/Inf; the last good checkpoint is kept."""
 
 
+TRAINING_SECTIONS = ("seed", "data", "model", "train", "loss")
+
+
 def config_digest(config: Config) -> str:
     """Hash of everything in the config that changes the trained weights (not ``train.steps``)."""
-    data = config_to_dict(config)
+    data = {key: value for key, value in config_to_dict(config).items() if key in TRAINING_SECTIONS}
     data["train"].pop("steps", None)
     data["train"].pop("eval_every", None)
     data["train"].pop("checkpoint_every", None)

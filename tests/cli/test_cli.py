@@ -3,7 +3,6 @@
 import subprocess
 import sys
 
-import pytest
 import yaml
 
 from neurosepclr.cli import main
@@ -64,12 +63,6 @@ def test_config_dump_to_file_round_trips(tmp_path):
     assert main(["config", "--set", "loss.beta_reg=100", "--output", str(out)]) == 0
     assert yaml.safe_load(out.read_text())["loss"]["beta_reg"] == 100.0
     assert [p.name for p in out.parent.iterdir()] == ["resolved.yaml"]  # no temp file left
-
-
-@pytest.mark.parametrize("name", ["subtype", "run"])
-def test_commands_not_yet_built_exit_70_with_a_clear_message(name, capsys):
-    assert main([name]) == 70
-    assert "not available yet" in capsys.readouterr().err
 
 
 def test_missing_positional_arguments_exit_64(capsys):

@@ -1,0 +1,158 @@
+"""``neurosepclr run PIPELINE.yaml``: simulate (when no BIDS is named) → preprocess → train → subtype →
+evaluate (when truth exists), in one work folder, skipping steps whose outputs are up to date.
+
+Work folder (``pipeline.work_dir``, default ``work/<pipeline name>``)::
+
+    bids/           the simulated cohort (only when pipeline.bids is empty)
+    derivatives/    preprocess output (its own per-subject cache redoes only what changed)
+    run/            train output; run/subtype/ subtype output with report.html and scorecard
+    pipeline.json   the digest of each step's settings, so a rerun knows what is up to date
+
+A step is redone when its settings digest changed or its outputs are missing; a finished training
+run with the same config and inputs is kept, a shorter one with the same settings is resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from neurosepclr.config import Config, config_to_dict
+from neurosepclr.errors import ConfigError, MissingInputError
+from neurosepclr.io import atomic_write_text
+
+log = logging.getLogger("neurosepclr")
+
+
+def _digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def work_dir_for(config: Config, pipeline_path: str | Path | None) -> Path:
+    if config.pipeline.work_dir:
+        return Path(config.pipeline.work_dir)
+    stem = Path(pipeline_path).stem if pipeline_path else "pipeline"
+    return Path("work") / stem
+
+
+def _state(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progress: bool = True) -> dict:
+    """Run every step; returns paths (bids, derivatives, run, subtype, report) and the scorecard."""
+    work = work_dir_for(config, pipeline_path)
+    work.mkdir(parents=True, exist_ok=True)
+    state_path = work / "pipeline.json"
+    state = _state(state_path)
+    sections = config_to_dict(config)
+
+    def record(step: str, digest: str) -> None:
+        state[step] = digest
+        atomic_write_text(state_path, json.dumps(state, indent=2) + "\n")
+
+    # 1. cohort
+    if config.pipeline.bids:
+        bids = Path(config.pipeline.bids)
+        if not (bids / "participants.tsv").is_file():
+            raise MissingInputError(f"pipeline.bids: {bids} has no participants.tsv")
+        truth = Path(config.pipeline.truth) if config.pipeline.truth else None
+    else:
+        from neurosepclr.data.simulate import simulate
+
+        bids = work / "bids"
+        digest = _digest(sections["seed"], sections["simulate"])
+        if state.get("simulate") == digest and (bids / "participants.tsv").is_file():
+            log.info("simulate: up to date (%s)", bids)
+        else:
+            log.info("simulate: writing %s", bids)
+            simulate(config, bids, n_jobs=config.pipeline.n_jobs, force=True, progress=progress)
+            record("simulate", digest)
+        truth = Path(config.pipeline.truth) if config.pipeline.truth else bids / "derivatives" / "truth"
+    if truth is not None and not (truth / "truth.tsv").is_file():
+        raise MissingInputError(f"pipeline.truth: {truth} has no truth.tsv")
+
+    # 2. preprocess (its own content + parameter cache decides per subject)
+    from neurosepclr.data.cohort import GroupMapping, build_cohort
+    from neurosepclr.data.preprocess import preprocess
+
+    derivatives = work / "derivatives"
+    mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
+    cohort = build_cohort(bids, mapping, None)
+    log.info("preprocess: %d image(s) into %s", len(cohort), derivatives)
+    preprocess(cohort, derivatives, config, n_jobs=config.pipeline.n_jobs, progress=progress)
+
+    # 3. train: keep a finished run with the same settings and inputs, resume a shorter one
+    from neurosepclr.training.data import derivatives_manifest, inputs_digest
+    from neurosepclr.training.loop import config_digest, train
+
+    run_dir = work / "run"
+    train_config = config
+    if truth is not None and not config.train.truth:
+        from dataclasses import replace
+
+        train_config = replace(config, train=replace(config.train, truth=str(truth)))
+    manifest = derivatives_manifest(derivatives)
+    wanted = {"config_sha256": config_digest(train_config), "inputs_sha256": inputs_digest(manifest)}
+    done_step = _finished_step(run_dir, wanted)
+    if done_step is not None and done_step >= config.train.steps:
+        log.info("train: up to date (%s, %d steps)", run_dir, done_step)
+    else:
+        resume = done_step is not None
+        log.info("train: %s %s", "resuming" if resume else "training", run_dir)
+        train(train_config, derivatives, run_dir, resume=resume, force=not resume, progress=progress)
+    train_digest = _digest(wanted, config.train.steps)
+
+    # 4. subtype
+    from neurosepclr.analysis.subtype import SubtypeOptions, subtype
+
+    subtype_dir = run_dir / "subtype"
+    sub = config.subtype
+    if sub.k_range[0] > sub.k_range[1]:
+        raise ConfigError(f"subtype.k_range: {sub.k_range} is not increasing")
+    digest = _digest(train_digest, sections["subtype"], sections["seed"])
+    if state.get("subtype") == digest and (subtype_dir / "report.html").is_file():
+        log.info("subtype: up to date (%s)", subtype_dir)
+    else:
+        options = SubtypeOptions(
+            k=sub.k or "auto",
+            k_range=(sub.k_range[0], sub.k_range[1]),
+            method=sub.method,
+            atlases=list(sub.atlases),
+            saliency=sub.saliency,
+            checkpoint=sub.checkpoint,
+            seed=config.seed,
+            device=config.train.device,
+        )
+        subtype(run_dir, subtype_dir, options)
+        record("subtype", digest)
+
+    # 5. evaluate
+    result = {
+        "work_dir": str(work),
+        "bids": str(bids),
+        "derivatives": str(derivatives),
+        "run": str(run_dir),
+        "subtype": str(subtype_dir),
+        "report": str(subtype_dir / "report.html"),
+    }
+    if truth is not None:
+        from neurosepclr.analysis.evaluate import evaluate
+
+        result["scorecard"] = evaluate(subtype_dir, truth, seed=config.seed)
+    return result
+
+
+def _finished_step(run_dir: Path, wanted: dict[str, str]) -> int | None:
+    """Step of ``run_dir``'s last checkpoint when it was trained with the same settings, else None."""
+    run_json = run_dir / "run.json"
+    if not run_json.is_file() or not (run_dir / "checkpoints" / "last.pt").is_file():
+        return None
+    run = json.loads(run_json.read_text())
+    if any(run.get(key) != value for key, value in wanted.items()):
+        return None
+    from neurosepclr.training.checkpoint import load_checkpoint
+
+    return int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"])

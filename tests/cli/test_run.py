@@ -1,0 +1,97 @@
+"""neurosepclr run: the whole study through the real CLI on the smoke pipeline, and the recipes."""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from neurosepclr.cli import main
+from neurosepclr.config import load_config
+from neurosepclr.errors import ConfigError
+
+PIPELINES = sorted((Path(__file__).resolve().parents[2] / "pipelines").glob("*.yaml"))
+SMOKE = Path(__file__).resolve().parents[2] / "pipelines" / "smoke.yaml"
+
+
+@pytest.mark.parametrize("recipe", PIPELINES, ids=lambda p: p.name)
+def test_every_recipe_resolves_and_refuses_unknown_keys(recipe, tmp_path):
+    config = load_config(recipe)
+    assert config.train.steps >= 1
+    broken = tmp_path / recipe.name
+    broken.write_text(recipe.read_text() + "\ntrain_typo: 1\n")
+    with pytest.raises(ConfigError, match="train_typo: unknown key"):
+        load_config(broken)
+
+
+def test_recipes_we_promise_exist():
+    names = {p.name for p in PIPELINES}
+    assert {
+        "demo.yaml",
+        "smoke.yaml",
+        "hospital-gpu.yaml",
+        "my-cohort.yaml",
+        "sepclr-paper-medical.yaml",
+    } <= names
+
+
+def test_run_end_to_end_then_skips_what_is_up_to_date(tmp_path, capsys):
+    work = tmp_path / "work"
+    argv = ["run", str(SMOKE), "--set", f"pipeline.work_dir={work}"]
+    assert main(["--quiet", *argv]) == 0
+    out = capsys.readouterr().out
+    assert f"report: {work / 'run' / 'subtype' / 'report.html'}" in out and "ARI" in out
+    expected = [
+        "bids/participants.tsv",
+        "bids/derivatives/truth/truth.tsv",
+        "derivatives/cohort.tsv",
+        "derivatives/qc.tsv",
+        "run/config.yaml",
+        "run/checkpoints/last.pt",
+        "run/checkpoints/best.pt",
+        "run/metrics.jsonl",
+        "run/embeddings.tsv",
+        "run/subtype/subtypes.tsv",
+        "run/subtype/stability.tsv",
+        "run/subtype/report.html",
+        "run/subtype/scorecard.tsv",
+        "run/subtype/scorecard.json",
+        "pipeline.json",
+    ]
+    for name in expected:
+        assert (work / name).is_file(), name
+    assert list((work / "run" / "subtype" / "maps").glob("subtype-S1_desc-saliency_map.nii.gz"))
+    card = json.loads((work / "run" / "subtype" / "scorecard.json").read_text())
+    assert "all" in card["subtypes"] and card["probes"]
+    last = (work / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns
+
+    assert main(argv) == 0  # nothing changed: every step is up to date
+    err = capsys.readouterr().err
+    for step in ("simulate", "train", "subtype"):
+        assert f"{step}: up to date" in err, step
+    assert "reused from cache" in err
+    assert (work / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns == last
+
+    assert main([*argv, "--set", "subtype.method=gmm"]) == 0  # only subtyping changes
+    err = capsys.readouterr().err
+    assert "train: up to date" in err and "subtype: up to date" not in err
+    assert main([*argv, "--set", "train.steps=8"]) == 0  # more steps: resumed, not restarted
+    err = capsys.readouterr().err
+    assert "train: resuming" in err
+    steps = [json.loads(line)["step"] for line in (work / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))
+    subtypes = pd.read_csv(work / "run" / "subtype" / "subtypes.tsv", sep="\t")
+    assert set(subtypes["subtype"]) >= {"control", "S1"}
+
+
+def test_run_on_a_missing_bids_folder_exits_66(tmp_path, capsys):
+    argv = [
+        "run",
+        str(SMOKE),
+        "--set",
+        f"pipeline.work_dir={tmp_path}",
+        "--set",
+        f"pipeline.bids={tmp_path}/no",
+    ]
+    assert main(argv) == 66
+    assert "has no participants.tsv" in capsys.readouterr().err
