@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from neurosepclr.errors import OutputError
+from neurosepclr.errors import IOFailure, OutputError
 
 FILE_MODE = 0o644
 
@@ -32,6 +32,9 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = FILE_MODE) -> 
             os.fsync(handle.fileno())
         os.chmod(tmp_name, mode)
         os.replace(tmp_name, path)
+    except OSError as exc:  # disk full, quota, vanished folder: the previous file (if any) is intact
+        Path(tmp_name).unlink(missing_ok=True)
+        raise IOFailure(f"cannot write {path}: {exc.strerror or exc}") from None
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
