@@ -68,7 +68,7 @@ def main() -> None:
     print(f"oracle ARI (territory means, all patients): k-means {oracle_km:.3f}, GMM {oracle_gmm:.3f}")
 
     data = load_derivatives(args.derivatives, args.pool)
-    split = stratified_split(data.table["group"], 0.2, args.seed)
+    split = stratified_split(data.table["group"], 0.2, args.seed, data.table["participant_id"])
     train = split == "train"
     mean, spread = control_reference(data.volumes, torch.from_numpy(train) & ~data.is_target)
     maps = normalise_to_reference(data.volumes, mean, spread).reshape(len(data), -1).numpy()

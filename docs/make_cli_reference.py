@@ -1,6 +1,6 @@
 """Write docs/cli.md from the parser's own --help texts (tests/cli checks it is up to date).
 
-    python docs/make_cli_reference.py
+python docs/make_cli_reference.py
 """
 
 from __future__ import annotations

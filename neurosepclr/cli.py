@@ -9,7 +9,9 @@ traceback is printed only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -110,6 +112,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+def _lock(args: argparse.Namespace, folder: Path, command: str) -> None:
+    """Refuse a second command on the same output folder (exit 75); released when this one ends."""
+    from neurosepclr.io import folder_lock
+
+    args.stack.enter_context(folder_lock(folder, command))
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from neurosepclr.analysis.evaluate import evaluate
 
@@ -141,6 +150,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from neurosepclr.pipeline import run_pipeline, work_dir_for
 
     work = work_dir_for(config, args.pipeline)
+    _lock(args, work, "run")
     log_path = attach_log_file(work, "run")
     log.info("run %s in %s (log %s)", args.pipeline, work, log_path)
     result = run_pipeline(config, args.pipeline, progress=not args.quiet)
@@ -199,6 +209,7 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
     out = args.out or (args.run_dir / "subtype")
     if args.cohort is not None and args.out is None:
         out = (args.fitted or args.run_dir / "subtype") / f"cohort-{args.cohort.resolve().name}"
+    _lock(args, out, "subtype")
     log_path = attach_log_file(out, "subtype")
     log.info("subtype %s into %s (log %s)", args.run_dir, out, log_path)
     if args.cohort is not None:
@@ -239,6 +250,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 
     mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
     cohort = build_cohort(args.bids_dir, mapping, args.participant_label)
+    _lock(args, args.out_dir, "preprocess")
     log_path = attach_log_file(args.out_dir, "preprocess")
     log.info(
         "preprocess %d image(s) from %s into %s (log %s)", len(cohort), args.bids_dir, args.out_dir, log_path
@@ -269,6 +281,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from neurosepclr.errors import MissingInputError
 
         raise MissingInputError(f"{args.derivatives}: no cohort.tsv (run neurosepclr preprocess first)")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone holds the run folder
+        _lock(args, args.run_dir, "train")
     log_path = attach_log_file(args.run_dir, "train")
     log.info("train on %s into %s (log %s)", args.derivatives, args.run_dir, log_path)
     scores = train(
@@ -520,7 +534,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return ExitCode.USAGE
-        return int(COMMANDS[args.command][1](args))
+        with contextlib.ExitStack() as stack:  # folder locks held for the whole command
+            args.stack = stack
+            return int(COMMANDS[args.command][1](args))
     except NeurosepclrError as exc:
         if debug:
             traceback.print_exc()

@@ -1,5 +1,3 @@
-
-
 def test_a_failed_write_keeps_the_previous_file_and_exits_74(tmp_path, monkeypatch):
     import os
 

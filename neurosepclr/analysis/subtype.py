@@ -27,7 +27,13 @@ import pandas as pd
 import torch
 
 from neurosepclr.errors import InputDataError, MissingInputError
-from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, tsv_text
+from neurosepclr.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    nifti_gz_bytes,
+    tsv_text,
+    write_dataset_description,
+)
 
 log = logging.getLogger("neurosepclr")
 TARGET, BACKGROUND = "target", "background"
@@ -122,6 +128,7 @@ def subtype(
     run = load_run(run_dir, options.checkpoint)
     out = Path(out_dir) if out_dir is not None else run.run_dir / "subtype"
     out.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(out, "neurosepclr subtypes", "neurosepclr subtype", run.run_dir)
     device = _resolve_device(options.device)
     data = run.cohort()
     split_frame = data.table[["participant_id", "session_id"]].merge(
@@ -266,6 +273,9 @@ def predict_cohort(run_dir: str | Path, cohort_dir: str | Path, out_dir: str | P
     run = load_run(run_dir, fitted.get("checkpoint", "best.pt").removesuffix(".pt"))
     out = Path(out_dir) if out_dir is not None else subtype_dir / f"cohort-{Path(cohort_dir).resolve().name}"
     out.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(
+        out, "neurosepclr subtype assignment", "neurosepclr subtype --cohort", cohort_dir
+    )
     data = run.cohort(cohort_dir)
     device_ = _resolve_device(device)
     common, salient = representations(run.model.to(device_), data.volumes, device_)

@@ -343,6 +343,18 @@ def preprocess(
     return qc
 
 
+COVARIATES = ("age", "sex", "site")
+
+
+def kept_columns(cohort: CohortTable, config: Config) -> list[str]:
+    """Columns of participants.tsv carried into cohort.tsv: keys, group, the covariates neurosepclr
+    uses, and those named in ``loss.metadata`` / ``loss.attributes``. Any other column (a name, a
+    record number) never reaches an output file."""
+    wanted = ["participant_id", "session_id", "path", "group", "group_label", cohort.mapping.column]
+    wanted += [*COVARIATES, *config.loss.metadata, *config.loss.attributes]
+    return [c for c in dict.fromkeys(wanted) if c in cohort.frame.columns]
+
+
 def _write_dataset_files(
     out: Path, cohort: CohortTable, config: Config, qc: pd.DataFrame, excluded: pd.DataFrame
 ) -> None:
@@ -376,7 +388,7 @@ def _write_dataset_files(
         out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_desc-brain_mask.nii.gz",
         nifti_gz_bytes(grid.image(grid.brain, dtype=np.uint8)),
     )
-    table = cohort.frame.merge(
+    table = cohort.frame[kept_columns(cohort, config)].merge(
         qc[["participant_id", "session_id", "template_correlation", "qc_pass"]],
         on=["participant_id", "session_id"],
         how="inner",

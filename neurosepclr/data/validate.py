@@ -14,6 +14,7 @@ is set); a disagreement above 1 mm anywhere in the field of view is reported as 
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -54,11 +55,33 @@ def _fail(label: str, relpath: str, reason: str) -> InputDataError:
     return InputDataError(f"{label}: {relpath}: {reason}")
 
 
+GZIP_MIN_BYTES = 18  # 10-byte header + 8-byte trailer
+
+
+def _declared_data_offset(path: Path, is_gz: bool) -> int | None:
+    """``vox_offset`` read from the raw first bytes (NIfTI-1 or -2, either byte order), before nibabel
+    reads any extension; None when the bytes are not a NIfTI header (nibabel then says why)."""
+    try:
+        with gzip.open(path, "rb") if is_gz else path.open("rb") as handle:
+            raw = handle.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
+    for order in ("<", ">"):
+        if len(raw) >= 348 and struct.unpack(f"{order}i", raw[:4])[0] == 348:
+            value = struct.unpack(f"{order}f", raw[108:112])[0]
+            return int(value) if math.isfinite(value) else None
+        if len(raw) >= 540 and struct.unpack(f"{order}i", raw[:4])[0] == 540:
+            return int(struct.unpack(f"{order}q", raw[168:176])[0])
+    return None
+
+
 def _gzip_declared_size(path: Path) -> int | None:
     """Uncompressed size mod 2³² from the gzip trailer (ISIZE), or None if not a gzip file."""
     with path.open("rb") as handle:
         if handle.read(2) != b"\x1f\x8b":
             return None
+        if path.stat().st_size < GZIP_MIN_BYTES:
+            return 0
         handle.seek(-4, 2)
         return struct.unpack("<I", handle.read(4))[0]
 
@@ -76,11 +99,16 @@ def validate_image(
         raise _fail(label, relpath, "empty file")
     is_gz = path.name.endswith(".gz")
     declared = _gzip_declared_size(path)
+    if declared is not None and size < GZIP_MIN_BYTES:
+        raise _fail(label, relpath, f"truncated gzip file ({size} bytes)")
     if is_gz and declared is None:
         raise _fail(label, relpath, "named .nii.gz but not gzip-compressed (rename it to .nii)")
     if not is_gz and declared is not None:
         raise _fail(label, relpath, "gzip-compressed but named .nii (rename it to .nii.gz)")
 
+    offset = _declared_data_offset(path, is_gz)
+    if offset is not None and offset > policy.max_header_offset:
+        raise _fail(label, relpath, f"header extensions of {offset} bytes exceed {policy.max_header_offset}")
     try:
         img = nib.load(str(path))
     except (

@@ -154,16 +154,23 @@ def _gunzip(raw: bytes, path: Path) -> bytes:
     return gzip.decompress(raw) if path.name.endswith(".gz") else raw
 
 
-def stratified_split(groups: pd.Series, val_fraction: float, seed: int) -> np.ndarray:
-    """'train' / 'val' per subject, stratified by group; at least one of each group stays in train."""
+def stratified_split(
+    groups: pd.Series, val_fraction: float, seed: int, participants: pd.Series | None = None
+) -> np.ndarray:
+    """'train' / 'val' per image, drawn per participant (all sessions of one participant fall on the
+    same side) and stratified by group; at least one participant of each group stays in train."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, 17]))
-    split = np.full(len(groups), "train", dtype=object)
-    for value in sorted(groups.unique()):
-        members = np.flatnonzero((groups == value).to_numpy())
-        n_val = round(val_fraction * len(members))
-        n_val = min(n_val, len(members) - 1)
-        split[rng.permutation(members)[:n_val]] = "val"
-    return split.astype(str)
+    groups = groups.reset_index(drop=True)
+    keys = (participants if participants is not None else pd.Series(range(len(groups)))).reset_index(
+        drop=True
+    )
+    first = pd.DataFrame({"key": keys, "group": groups}).drop_duplicates("key")  # a participant's first image
+    held_out: set = set()
+    for value in sorted(first["group"].unique()):
+        members = first.loc[first["group"] == value, "key"].to_numpy()
+        n_val = min(round(val_fraction * len(members)), len(members) - 1)
+        held_out.update(members[rng.permutation(len(members))[:n_val]].tolist())
+    return np.where(keys.isin(held_out).to_numpy(), "val", "train").astype(str)
 
 
 def inputs_digest(manifest: pd.DataFrame) -> str:

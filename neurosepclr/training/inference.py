@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from neurosepclr.config import Config, load_config
-from neurosepclr.errors import MissingInputError
+from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.models import build_model
 from neurosepclr.training.checkpoint import load_checkpoint
 from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_to_reference
@@ -33,10 +33,19 @@ class TrainedRun:
     step: int
     input_mean: torch.Tensor | None
     input_spread: torch.Tensor | None
+    grid_shape: tuple[int, ...]
+    grid_affine: np.ndarray
 
     def cohort(self, derivatives: str | Path | None = None) -> CohortTensors:
         """The cohort's volumes on the training grid, normalised as in training."""
-        data = load_derivatives(derivatives or self.derivatives, self.config.train.pool)
+        folder = derivatives or self.derivatives
+        data = load_derivatives(folder, self.config.train.pool)
+        shape = tuple(data.volumes.shape[2:])
+        if shape != self.grid_shape or not np.allclose(data.affine, self.grid_affine, atol=1e-3):
+            raise InputDataError(
+                f"{folder}: its grid {shape} differs from the training grid {self.grid_shape} of "
+                f"{self.run_dir} (preprocess it with the run's preprocess settings)"
+            )
         if self.input_mean is not None:
             data.volumes = normalise_to_reference(data.volumes, self.input_mean, self.input_spread)
         return data
@@ -75,6 +84,8 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         step=int(state["step"]),
         input_mean=state.get("input_mean"),
         input_spread=state.get("input_spread"),
+        grid_shape=tuple(run["grid_shape"]),
+        grid_affine=np.asarray(run["grid_affine"], dtype=float),
     )
 
 

@@ -25,7 +25,7 @@ import torch
 from neurosepclr import __version__
 from neurosepclr.config import Config, config_to_dict, dump_config
 from neurosepclr.errors import ConfigError, NeurosepclrError, OutputError
-from neurosepclr.io import atomic_write_text
+from neurosepclr.io import atomic_write_text, write_dataset_description
 from neurosepclr.models import build_model
 from neurosepclr.objectives import loss_from_config
 from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
@@ -154,7 +154,13 @@ def _versions() -> dict[str, str]:
 
 
 def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
-    if run_dir.exists() and any(p.name != "logs" for p in run_dir.iterdir()) and not resume and not force:
+    bookkeeping = {"logs", ".neurosepclr.lock"}
+    if (
+        run_dir.exists()
+        and any(p.name not in bookkeeping for p in run_dir.iterdir())
+        and not resume
+        and not force
+    ):
         raise OutputError(
             f"{run_dir} already holds a run; use --resume to continue it or --force to overwrite"
         )
@@ -173,6 +179,7 @@ def _write_run_files(
     digests: dict[str, str],
 ) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
+    write_dataset_description(run_dir, "neurosepclr SepCLR run", "neurosepclr train", derivatives)
     atomic_write_text(
         run_dir / "run.json",
         json.dumps(
@@ -266,7 +273,7 @@ def train(
     autocast = autocast_factory(cfg.precision, device)
 
     data = load_derivatives(derivatives, cfg.pool)
-    split = stratified_split(data.table["group"], cfg.val_fraction, config.seed)
+    split = stratified_split(data.table["group"], cfg.val_fraction, config.seed, data.table["participant_id"])
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = _read_truth(cfg.truth)

@@ -23,6 +23,7 @@ def subtype_out(smoke_run):
 
 def test_subtype_writes_every_output(subtype_out):
     for name in ("embeddings.tsv", "stability.tsv", "subtypes.tsv", "demographics.tsv", "subtype_model.json",
+                 "dataset_description.json",
                  "report.html", "figures/k_selection.png", "figures/salient_space.png",
                  "figures/training_curves.png"):  # fmt: skip
         assert (subtype_out / name).is_file(), name

@@ -1,0 +1,38 @@
+"""train.input_norm=controls: z-scores against the training controls, stored and reused by subtype."""
+
+from pathlib import Path
+
+import torch
+
+from neurosepclr.cli import main
+from neurosepclr.training.checkpoint import load_checkpoint
+from neurosepclr.training.data import control_reference, normalise_to_reference
+from neurosepclr.training.inference import load_run
+
+SMOKE = str(Path(__file__).resolve().parents[2] / "pipelines" / "smoke.yaml")
+
+
+def test_control_reference_gives_controls_zero_mean_unit_spread():
+    torch.manual_seed(0)
+    volumes = torch.randn(12, 1, 4, 5, 6) * 3.0 + 7.0
+    volumes[:, :, 0] = 2.0  # a constant slab (background): no division by zero
+    controls = torch.arange(12) < 8
+    mean, spread = control_reference(volumes, controls)
+    z = normalise_to_reference(volumes, mean, spread)
+    torch.testing.assert_close(z[controls].mean(dim=0), torch.zeros(1, 4, 5, 6), atol=1e-5, rtol=0)
+    assert torch.isfinite(z).all() and (z[:, :, 0] == 0).all()
+    inside = z[controls][:, :, 1:]
+    assert abs(float(inside.std(dim=0).mean()) - 1.0) < 1e-3
+
+
+def test_reference_is_saved_and_used_by_subtype(tiny_derivatives, tmp_path):
+    run = tmp_path / "run"
+    argv = ["--quiet", "train", str(tiny_derivatives), str(run), "--config", SMOKE]
+    assert main([*argv, "--set", "train.input_norm=controls", "--set", "train.steps=2"]) == 0
+    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    trained = load_run(run, "last")
+    assert state["input_mean"].shape == (1, 1, *trained.grid_shape)
+    data = trained.cohort()
+    split = trained.split.set_index("participant_id").loc[data.table["participant_id"], "split"].to_numpy()
+    controls = torch.from_numpy(split == "train") & ~data.is_target
+    assert float(data.volumes[controls].mean(dim=0).abs().max()) < 1e-4  # normalised as in training
