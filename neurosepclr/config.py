@@ -73,6 +73,12 @@ class LossConfig:
     )
     attribute_sigma2: float = _opt(0.025, "σ² of the attribute kernel (sup_align)", gt=0)
     beta_attr: float = _opt(1.0, "weight of the attribute-supervised salient alignment", ge=0)
+    salient_prototypes: int = _opt(
+        0, "K prototypes of a SwAV swapped-assignment term on patients' salient projections (0: off)", ge=0
+    )
+    beta_proto: float = _opt(1.0, "weight of the prototype term (when salient_prototypes > 0)", ge=0)
+    proto_tau: float = _opt(0.1, "temperature of the prototype term's softmax", gt=0)
+    sinkhorn_eps: float = _opt(0.05, "entropy ε of the Sinkhorn–Knopp balanced assignments", gt=0)
 
     def validate(self, prefix: str) -> None:
         if len(self.metadata_sigma) != len(self.metadata):

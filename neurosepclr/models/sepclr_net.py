@@ -40,12 +40,15 @@ class SepCLRNet(nn.Module):
         common_dim: int,
         salient_dim: int,
         head_hidden: int = 128,
+        n_prototypes: int = 0,
     ) -> None:
         super().__init__()
         self.common_encoder = common_encoder
         self.salient_encoder = salient_encoder
         self.common_head = ProjectionHead(common_dim, head_hidden)
         self.salient_head = ProjectionHead(salient_dim, head_hidden)
+        # learnable salient prototypes of the optional swapped-assignment term (loss.salient_prototypes)
+        self.prototypes = nn.Parameter(torch.randn(n_prototypes, salient_dim)) if n_prototypes else None
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Representations (c, s) before the heads, shapes (B, Dc) and (B, Ds)."""
@@ -62,8 +65,8 @@ class SepCLRNet(nn.Module):
         return SepCLROutput(common_rep, salient_rep, common_proj, salient_proj)
 
 
-def build_model(cfg) -> SepCLRNet:
-    """SepCLRNet from a :class:`neurosepclr.config.ModelConfig`."""
+def build_model(cfg, n_prototypes: int = 0) -> SepCLRNet:
+    """SepCLRNet from a :class:`neurosepclr.config.ModelConfig` (and ``loss.salient_prototypes``)."""
     common = build_encoder(cfg.encoder, cfg.common_dim, cfg.widths)
     salient = build_encoder(cfg.encoder, cfg.salient_dim, cfg.widths)
-    return SepCLRNet(common, salient, cfg.common_dim, cfg.salient_dim, cfg.head_hidden)
+    return SepCLRNet(common, salient, cfg.common_dim, cfg.salient_dim, cfg.head_hidden, n_prototypes)

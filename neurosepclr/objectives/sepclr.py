@@ -8,7 +8,9 @@
   s'-uniformity;
 * ``L_REG = ½ [mean_{y=0} ‖s1‖² + mean_{y=0} ‖s2‖²]`` — information-less background;
 * ``L_JEM = ½ [k_jem(c1, s1') + k_jem(c2, s2')]`` — kernel joint entropy, drives I(c; s) → 0;
-* ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix).
+* ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix);
+* ``L_PROTO`` — optional (``beta_proto > 0``, not in the paper): SwAV swapped prototype assignment
+  of the *targets'* salient projections, a clustering pressure restricted to patients.
 
 Degenerate batches: no target ⇒ align(s[y=1]) = 0 and s' = 0, so L_S = 0 and k-JEM sees only c;
 no background ⇒ L_REG = 0 and s' = s; B = 2 ⇒ every term is defined (one pair). Values and
@@ -32,7 +34,14 @@ from neurosepclr.objectives.kernels import (
     rbf_kernel,
     y_aware_infonce,
 )
-from neurosepclr.objectives.terms import align, background_energy, k_jem, null_background, uniform
+from neurosepclr.objectives.terms import (
+    align,
+    background_energy,
+    k_jem,
+    null_background,
+    swapped_prototype_loss,
+    uniform,
+)
 
 
 class SepCLRTerms(NamedTuple):
@@ -46,6 +55,7 @@ class SepCLRTerms(NamedTuple):
     attribute: Tensor
     salient_align: Tensor
     salient_uniform: Tensor
+    prototype: Tensor
 
     def as_floats(self) -> dict[str, float]:
         """Detached Python floats, for metrics logs."""
@@ -170,6 +180,9 @@ class SepCLRLoss(nn.Module):
         common: CommonObjective | None = None,
         beta_attr: float = 0.0,
         attribute_sigma2: float = 0.025,
+        beta_proto: float = 0.0,
+        proto_tau: float = 0.1,
+        sinkhorn_eps: float = 0.05,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -181,6 +194,9 @@ class SepCLRLoss(nn.Module):
         self.common = common if common is not None else InfoMaxCommon(tau)
         self.beta_attr = beta_attr
         self.attribute_sigma2 = attribute_sigma2
+        self.beta_proto = beta_proto
+        self.proto_tau = proto_tau
+        self.sinkhorn_eps = sinkhorn_eps
 
     def forward(
         self,
@@ -191,6 +207,7 @@ class SepCLRLoss(nn.Module):
         is_target: Tensor,
         metadata: Tensor | None = None,
         attributes: Tensor | None = None,
+        prototypes: Tensor | None = None,
     ) -> SepCLRTerms:
         is_target = _check_inputs(c1, c2, s1, s2, is_target)
         tau = self.tau
@@ -211,6 +228,14 @@ class SepCLRLoss(nn.Module):
             attribute = attribute_alignment(s1, s2, attributes, is_target, self.attribute_sigma2)
         else:
             attribute = jem.new_zeros(())
+        if self.beta_proto > 0:
+            if prototypes is None:
+                raise ValueError("SepCLRLoss: beta_proto > 0 needs the prototypes (K, Ds)")
+            prototype = swapped_prototype_loss(
+                s1[is_target], s2[is_target], prototypes, self.proto_tau, self.sinkhorn_eps
+            )
+        else:
+            prototype = jem.new_zeros(())
 
         total = (
             common
@@ -218,8 +243,11 @@ class SepCLRLoss(nn.Module):
             + self.beta_reg * background
             + self.lambda_jem * jem
             + self.beta_attr * attribute
+            + self.beta_proto * prototype
         )
-        return SepCLRTerms(total, common, salient, background, jem, attribute, salient_align, salient_uniform)
+        return SepCLRTerms(
+            total, common, salient, background, jem, attribute, salient_align, salient_uniform, prototype
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -243,6 +271,16 @@ def loss_from_config(cfg) -> SepCLRLoss:
     else:  # pragma: no cover - the config validator restricts the choices
         raise ValueError(f"unknown common objective {cfg.common!r}")
     beta_attr = cfg.beta_attr if cfg.attributes else 0.0
+    beta_proto = cfg.beta_proto if cfg.salient_prototypes else 0.0
     return SepCLRLoss(
-        cfg.beta_s, cfg.beta_reg, cfg.lambda_jem, cfg.tau, common, beta_attr, cfg.attribute_sigma2
+        cfg.beta_s,
+        cfg.beta_reg,
+        cfg.lambda_jem,
+        cfg.tau,
+        common,
+        beta_attr,
+        cfg.attribute_sigma2,
+        beta_proto,
+        cfg.proto_tau,
+        cfg.sinkhorn_eps,
     )

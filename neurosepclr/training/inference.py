@@ -64,7 +64,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     if not path.is_file():
         raise MissingInputError(f"{run_dir}: no checkpoint {path.name} in checkpoints/")
     state = load_checkpoint(path)
-    model = build_model(config.model)
+    model = build_model(config.model, config.loss.salient_prototypes)
     model.load_state_dict(state["model"])
     model.eval()
     run = json.loads((run_dir / "run.json").read_text())

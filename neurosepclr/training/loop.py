@@ -283,7 +283,7 @@ def train(
         data.volumes = normalise_to_reference(data.volumes, mean, spread)
         reference = {"input_mean": mean, "input_spread": spread}
 
-    net = build_model(config.model)
+    net = build_model(config.model, config.loss.salient_prototypes)
     if ctx.enabled and device.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device)
@@ -406,6 +406,7 @@ def train(
                 is_target[rows].to(device),
                 metadata=None if metadata is None else metadata[rows].to(device),
                 attributes=None if attributes is None else attributes[rows].to(device),
+                prototypes=net.prototypes,
             )
             if not all_finite(terms.total, ctx):
                 values = ", ".join(f"{k}={v:.4g}" for k, v in terms.as_floats().items())

@@ -126,3 +126,25 @@ def test_sessions_of_one_participant_never_straddle_the_split():
             len(held) == 6 and {p for p in held if int(p[4:]) % 2} and {p for p in held if not int(p[4:]) % 2}
         )
         assert np.array_equal(split, stratified_split(groups, 0.3, seed, participants))  # reproducible
+
+
+def test_resume_with_a_changed_input_image_is_refused_with_both_hashes(tmp_path, tiny_derivatives, capsys):
+    """Case 9 (inputs): one preprocessed image changed in place after the checkpoint."""
+    import shutil
+
+    import nibabel as nib
+    import pandas as pd
+
+    derivatives = tmp_path / "derivatives"
+    shutil.copytree(tiny_derivatives, derivatives)
+    run = tmp_path / "run"
+    argv = ["--quiet", "train", str(derivatives), str(run), "--config", SMOKE, "--set", "train.steps=2"]
+    assert main(argv) == 0
+    first = derivatives / pd.read_csv(derivatives / "cohort.tsv", sep="\t")["preproc"].iloc[0]
+    image = nib.load(first)
+    nib.save(nib.Nifti1Image(image.get_fdata() + 1.0, image.affine, image.header), first)
+    checkpoint = (run / "checkpoints" / "last.pt").read_bytes()
+    assert main([*argv[:-1], "train.steps=4", "--resume"]) == ExitCode.CONFIG
+    err = capsys.readouterr().err
+    assert "--resume refused: inputs changed since the checkpoint (checkpoint " in err and ", now " in err
+    assert (run / "checkpoints" / "last.pt").read_bytes() == checkpoint  # nothing overwritten

@@ -155,4 +155,8 @@ def test_divergence_stops_with_a_diagnostic_and_keeps_the_last_checkpoint(
     monkeypatch.setattr(loop, "loss_from_config", poisoned)
     with pytest.raises(loop.TrainingDiverged, match=r"step 2: loss is not finite \(total=nan"):
         train(smoke(), tiny_derivatives, tmp_path / "run", progress=False)
-    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["step"] == 2
+    kept = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert kept["step"] == 2
+    assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in metrics] == [1, 2]  # no record of the poisoned step
