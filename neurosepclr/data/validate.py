@@ -58,21 +58,23 @@ def _fail(label: str, relpath: str, reason: str) -> InputDataError:
 GZIP_MIN_BYTES = 18  # 10-byte header + 8-byte trailer
 
 
-def _declared_data_offset(path: Path, is_gz: bool) -> int | None:
-    """``vox_offset`` read from the raw first bytes (NIfTI-1 or -2, either byte order), before nibabel
-    reads any extension; None when the bytes are not a NIfTI header (nibabel then says why)."""
+def _declared_data_offset(path: Path, is_gz: bool) -> tuple[int | None, str]:
+    """(``vox_offset`` read from the raw first bytes, problem): NIfTI-1 or -2, either byte order,
+    before nibabel reads any extension. Offset None: not a NIfTI header (nibabel then says why)."""
     try:
         with gzip.open(path, "rb") if is_gz else path.open("rb") as handle:
             raw = handle.read(540)
-    except (OSError, EOFError, zlib.error):
-        return None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        return None, f"truncated or corrupt gzip stream ({_short(exc)})"
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or _short(exc)})"
     for order in ("<", ">"):
         if len(raw) >= 348 and struct.unpack(f"{order}i", raw[:4])[0] == 348:
             value = struct.unpack(f"{order}f", raw[108:112])[0]
-            return int(value) if math.isfinite(value) else None
+            return (int(value) if math.isfinite(value) else None), ""
         if len(raw) >= 540 and struct.unpack(f"{order}i", raw[:4])[0] == 540:
-            return int(struct.unpack(f"{order}q", raw[168:176])[0])
-    return None
+            return int(struct.unpack(f"{order}q", raw[168:176])[0]), ""
+    return None, ""
 
 
 def _gzip_declared_size(path: Path) -> int | None:
@@ -106,7 +108,9 @@ def validate_image(
     if not is_gz and declared is not None:
         raise _fail(label, relpath, "gzip-compressed but named .nii (rename it to .nii.gz)")
 
-    offset = _declared_data_offset(path, is_gz)
+    offset, problem = _declared_data_offset(path, is_gz)
+    if problem:
+        raise _fail(label, relpath, problem)
     if offset is not None and offset > policy.max_header_offset:
         raise _fail(label, relpath, f"header extensions of {offset} bytes exceed {policy.max_header_offset}")
     try:
@@ -121,7 +125,8 @@ def validate_image(
         gzip.BadGzipFile,
         struct.error,
     ) as exc:
-        raise _fail(label, relpath, f"not a readable NIfTI header ({_short(exc)})") from None
+        reason = _short(exc).replace(str(path), relpath)  # never an absolute path in a message
+        raise _fail(label, relpath, f"not a readable NIfTI header ({reason})") from None
 
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise _fail(label, relpath, f"not a NIfTI image ({type(img).__name__})")
