@@ -149,13 +149,18 @@ def subtype(
         raise InputDataError(
             f"{run.run_dir}: only {int(fit_rows.sum())} training patients, too few to subtype"
         )
-    stability = stability_table(
-        salient[fit_rows],
-        range(options.k_range[0], options.k_range[1] + 1),
-        options.method,
-        options.n_resamples,
-        options.seed,
-    )
+    if options.k != "auto" and int(options.k) * 2 > fit_rows.sum():
+        raise InputDataError(f"--k {options.k}: {int(fit_rows.sum())} training patients are too few for it")
+    try:
+        stability = stability_table(
+            salient[fit_rows],
+            range(options.k_range[0], options.k_range[1] + 1),
+            options.method,
+            options.n_resamples,
+            options.seed,
+        )
+    except ValueError as exc:
+        raise InputDataError(f"--k-range {options.k_range[0]}-{options.k_range[1]}: {exc}") from None
     k = int(stability.loc[stability["chosen"], "k"].iloc[0]) if options.k == "auto" else int(options.k)
     stability["chosen"] = stability["k"] == k
     _write_tsv(out / "stability.tsv", stability)
@@ -192,8 +197,10 @@ def subtype(
     )
     labels = subtypes["subtype"].to_numpy(dtype=object)
     maps = group_maps(attributions, labels, control_rows=~is_target)
-    (out / "maps").mkdir(exist_ok=True)
-    (out / "tables").mkdir(exist_ok=True)
+    for folder in ("maps", "tables"):  # a rerun with another K must not leave the old subtypes' files
+        (out / folder).mkdir(exist_ok=True)
+        for stale in (out / folder).glob("subtype-*"):
+            stale.unlink()
     atlas_list = _atlases(options)
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     for label, group in maps.items():

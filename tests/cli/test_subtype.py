@@ -179,3 +179,15 @@ def test_report_renders_in_headless_chromium(subtype_out, monkeypatch):
     for alt, complete, width, ink in images:
         assert complete and width > 100, alt
         assert ink > 0.01, f"{alt}: figure looks blank"
+
+
+def test_rerun_replaces_old_subtype_files_and_refuses_an_impossible_k(smoke_run, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("subtype"))
+    assert main(["--quiet", "subtype", str(copy), "--k", "2"]) == 0
+    stale = copy / "subtype" / "maps" / "subtype-S9_desc-saliency_map.nii.gz"
+    shutil.copy(copy / "subtype" / "maps" / "subtype-S1_desc-saliency_map.nii.gz", stale)
+    assert main(["--quiet", "subtype", str(copy), "--k", "2"]) == 0
+    assert not stale.exists()
+    assert main(["subtype", str(copy), "--k", "9"]) == 65
+    assert "training patients are too few for it" in capsys.readouterr().err
