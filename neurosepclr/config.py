@@ -332,6 +332,7 @@ class PipelineConfig:
     work_dir: str = _opt("", "output root; empty: work/<pipeline file name> beside the current folder")
     truth: str = _opt("", "truth folder for evaluate; empty: the simulated cohort's, none for real data")
     n_jobs: int = _opt(2, "parallel worker processes of simulate and preprocess", ge=1)
+    skip_bad: bool = _opt(False, "exclude images failing validation (excluded.tsv) instead of stopping")
 
 
 @dataclass

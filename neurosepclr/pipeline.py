@@ -82,7 +82,14 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
     cohort = build_cohort(bids, mapping, None)
     log.info("preprocess: %d image(s) into %s", len(cohort), derivatives)
-    preprocess(cohort, derivatives, config, n_jobs=config.pipeline.n_jobs, progress=progress)
+    preprocess(
+        cohort,
+        derivatives,
+        config,
+        n_jobs=config.pipeline.n_jobs,
+        skip_bad=config.pipeline.skip_bad,
+        progress=progress,
+    )
 
     # 3. train: keep a finished run with the same settings and inputs, resume a shorter one
     from neurosepclr.training.data import derivatives_manifest, inputs_digest
