@@ -118,7 +118,7 @@ def metadata_tensor(table: pd.DataFrame, columns: list[str]) -> torch.Tensor | N
             values = table[column].astype(str).map(codes)
         if values.isna().any():
             raise ConfigError(f"loss.metadata: column '{column}' has missing values")
-        out.append(torch.as_tensor(values.to_numpy(dtype=float), dtype=torch.float32))
+        out.append(torch.tensor(values.to_numpy(dtype=float, copy=True), dtype=torch.float32))
     return torch.stack(out, dim=1)
 
 
