@@ -58,6 +58,11 @@ def _fail(label: str, relpath: str, reason: str) -> InputDataError:
 GZIP_MIN_BYTES = 18  # 10-byte header + 8-byte trailer
 
 
+def _check_data_offset(offset: int, label: str, relpath: str, policy: ValidationPolicy) -> None:
+    if offset > policy.max_header_offset:
+        raise _fail(label, relpath, f"header extensions of {offset} bytes exceed {policy.max_header_offset}")
+
+
 def _declared_data_offset(path: Path, is_gz: bool) -> tuple[int | None, str]:
     """(``vox_offset`` read from the raw first bytes, problem): NIfTI-1 or -2, either byte order,
     before nibabel reads any extension. Offset None: not a NIfTI header (nibabel then says why)."""
@@ -111,8 +116,8 @@ def validate_image(
     offset, problem = _declared_data_offset(path, is_gz)
     if problem:
         raise _fail(label, relpath, problem)
-    if offset is not None and offset > policy.max_header_offset:
-        raise _fail(label, relpath, f"header extensions of {offset} bytes exceed {policy.max_header_offset}")
+    if offset is not None:  # refused before nibabel reads the extensions into memory
+        _check_data_offset(offset, label, relpath, policy)
     try:
         img = nib.load(str(path))
     except (
@@ -133,9 +138,9 @@ def validate_image(
     header = img.header
     shape = tuple(int(n) for n in img.shape)
     warnings: list[str] = []
-    offset = int(header.get("vox_offset", 0))
-    if offset > policy.max_header_offset:
-        raise _fail(label, relpath, f"header extensions of {offset} bytes exceed {policy.max_header_offset}")
+    if offset is None:  # the raw bytes did not say: take nibabel's reading of the header
+        offset = int(header.get("vox_offset", 0))
+        _check_data_offset(offset, label, relpath, policy)
     if len(shape) == 4 and shape[3] == 1:
         warnings.append(f"4D image with one volume {shape}: used as 3D")
         shape = shape[:3]
