@@ -182,7 +182,7 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
             user_atlases.append((Path(image), Path(table)))
         else:
             atlases.append(item)
-    from neurosepclr.analysis.subtype import SubtypeOptions, predict_cohort, subtype
+    from neurosepclr.analysis.subtype import SubtypeOptions, default_out_dir, predict_cohort, subtype
     from neurosepclr.atlases import LICENCES
 
     unknown = [name for name in atlases if name not in LICENCES]
@@ -206,21 +206,19 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
         raise MissingInputError(
             f"{args.run_dir}: not a run folder (no config.yaml); run neurosepclr train first"
         )
-    out = args.out or (args.run_dir / "subtype")
-    if args.cohort is not None and args.out is None:
-        out = (args.fitted or args.run_dir / "subtype") / f"cohort-{args.cohort.resolve().name}"
+    out = args.out or default_out_dir(args.run_dir, args.cohort, args.fitted)
     _lock(args, out, "subtype")
     log_path = attach_log_file(out, "subtype")
     log.info("subtype %s into %s (log %s)", args.run_dir, out, log_path)
     if args.cohort is not None:
-        result = predict_cohort(args.run_dir, args.cohort, args.out, args.fitted, device=args.device)
+        result = predict_cohort(args.run_dir, args.cohort, out, args.fitted, device=args.device)
         print(f"assigned {result['n']} subject(s) of {args.cohort}: {result['out']}/subtypes.tsv")
         if result["in_training"]:
             print(
                 f"warning: {result['in_training']} of them were in the training split (flagged in_training)"
             )
         return ExitCode.OK
-    summary = subtype(args.run_dir, args.out, options)
+    summary = subtype(args.run_dir, out, options)
     sizes = ", ".join(f"{name}: {summary['sizes'].get(name, 0)}" for name in summary["names"])
     print(f"K = {summary['k']} subtypes ({sizes}); outputs in {summary['out']}")
     if "report" in summary:

@@ -79,6 +79,19 @@ def nifti_gz_bytes(img) -> bytes:
     return gzip.compress(img.to_bytes(), compresslevel=6, mtime=0)
 
 
+def read_tsv(path: str | Path):
+    """A BIDS-style TSV: ID-like columns kept as text (leading zeros survive), ``n/a`` as missing."""
+    import pandas as pd
+
+    return pd.read_csv(
+        path,
+        sep="\t",
+        dtype={"participant_id": str, "session_id": str, "subtype": str, "split": str},
+        na_values=["n/a"],
+        keep_default_na=False,
+    )
+
+
 def tsv_text(frame) -> str:
     """A pandas table as BIDS TSV text: tab-separated, ``n/a`` for missing, LF line ends."""
     return frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")

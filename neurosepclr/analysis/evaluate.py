@@ -40,7 +40,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from neurosepclr.errors import InputDataError, MissingInputError
-from neurosepclr.io import atomic_write_text
+from neurosepclr.io import atomic_write_text, read_tsv
 
 TARGET = "PT"
 TRAIN_SPLIT = "train"
@@ -54,17 +54,6 @@ class Truth:
     table: pd.DataFrame
     masks: dict[str, nib.Nifti1Image]
     regions: dict[str, list[str]]
-
-
-def read_tsv(path: Path) -> pd.DataFrame:
-    """A BIDS-style TSV: IDs kept as strings, ``n/a`` as missing."""
-    return pd.read_csv(
-        path,
-        sep="\t",
-        dtype={"participant_id": str, "subtype": str, "split": str},
-        na_values=["n/a"],
-        keep_default_na=False,
-    )
 
 
 def load_truth(path: str | Path) -> Truth:

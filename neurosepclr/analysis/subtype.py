@@ -36,7 +36,6 @@ from neurosepclr.io import (
 )
 
 log = logging.getLogger("neurosepclr")
-TARGET, BACKGROUND = "target", "background"
 CONTROL_LABEL = "control"
 
 
@@ -55,23 +54,6 @@ class SubtypeOptions:
     device: str = "auto"
     seed: int = 0
     report: bool = True
-
-
-def _frame(table: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "participant_id": table["participant_id"].to_numpy(),
-            "session_id": table["session_id"].to_numpy(),
-            "group": table["group"].to_numpy(),
-            "split": split,
-        }
-    )
-
-
-def _embeddings_frame(base: pd.DataFrame, common: np.ndarray, salient: np.ndarray) -> pd.DataFrame:
-    coords = {f"common_{k}": common[:, k] for k in range(common.shape[1])}
-    coords |= {f"salient_{k}": salient[:, k] for k in range(salient.shape[1])}
-    return pd.concat([base.reset_index(drop=True), pd.DataFrame(coords)], axis=1)
 
 
 def demographics(subtypes: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
@@ -106,10 +88,13 @@ def _label_names(labels: np.ndarray, k: int) -> tuple[np.ndarray, list[str]]:
     return np.array(names, dtype=object), names
 
 
-def _resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
+def default_out_dir(
+    run_dir: str | Path, cohort: str | Path | None = None, fitted: str | Path | None = None
+) -> Path:
+    """Where outputs go without ``--out``: ``RUN_DIR/subtype``, or for ``--cohort`` a
+    ``cohort-<folder name>`` folder inside the fitted subtype folder."""
+    subtype_dir = Path(fitted) if fitted is not None else Path(run_dir) / "subtype"
+    return subtype_dir if cohort is None else subtype_dir / f"cohort-{Path(cohort).resolve().name}"
 
 
 def _write_tsv(path: Path, frame: pd.DataFrame) -> None:
@@ -122,14 +107,15 @@ def subtype(
     """Subtype the patients of a trained run; returns a summary (K, sizes, output paths)."""
     from neurosepclr.analysis.subtyping import SalientSubtyper, stability_table, subtyper_to_dict
     from neurosepclr.training.inference import load_run
+    from neurosepclr.training.loop import resolve_device, subject_frame, write_embeddings
     from neurosepclr.training.probes import representations
 
     options = options or SubtypeOptions()
     run = load_run(run_dir, options.checkpoint)
-    out = Path(out_dir) if out_dir is not None else run.run_dir / "subtype"
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out, "neurosepclr subtypes", "neurosepclr subtype", run.run_dir)
-    device = _resolve_device(options.device)
+    device = resolve_device(options.device)
     data = run.cohort()
     split_frame = data.table[["participant_id", "session_id"]].merge(
         run.split[["participant_id", "session_id", "split"]], on=["participant_id", "session_id"], how="left"
@@ -140,8 +126,8 @@ def subtype(
     split = split_frame["split"].to_numpy(dtype=str)
     model = run.model.to(device)
     common, salient = representations(model, data.volumes, device)
-    base = _frame(data.table, split)
-    _write_tsv(out / "embeddings.tsv", _embeddings_frame(base, common, salient))
+    base = subject_frame(data.table, split)
+    write_embeddings(out / "embeddings.tsv", data.table, split, common, salient)
 
     is_target = data.is_target.numpy()
     fit_rows = is_target & (split == "train")
@@ -268,27 +254,29 @@ def predict_cohort(run_dir: str | Path, cohort_dir: str | Path, out_dir: str | P
     """Assign a new preprocessed cohort to the subtypes fitted by an earlier ``subtype`` call."""
     from neurosepclr.analysis.subtyping import subtyper_from_dict
     from neurosepclr.training.inference import load_run, training_membership
+    from neurosepclr.training.loop import resolve_device, subject_frame, write_embeddings
     from neurosepclr.training.probes import representations
 
     run_dir = Path(run_dir)
-    subtype_dir = Path(subtype_dir) if subtype_dir is not None else run_dir / "subtype"
+    subtype_dir = default_out_dir(run_dir, fitted=subtype_dir)
     model_path = subtype_dir / "subtype_model.json"
     if not model_path.is_file():
         raise MissingInputError(f"{model_path}: no fitted subtypes; run neurosepclr subtype {run_dir} first")
     fitted = json.loads(model_path.read_text())
     subtyper = subtyper_from_dict(fitted["subtyper"])
     run = load_run(run_dir, fitted.get("checkpoint", "best.pt").removesuffix(".pt"))
-    out = Path(out_dir) if out_dir is not None else subtype_dir / f"cohort-{Path(cohort_dir).resolve().name}"
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run_dir, cohort_dir, subtype_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_description(
         out, "neurosepclr subtype assignment", "neurosepclr subtype --cohort", cohort_dir
     )
     data = run.cohort(cohort_dir)
-    device_ = _resolve_device(device)
+    device_ = resolve_device(device)
     common, salient = representations(run.model.to(device_), data.volumes, device_)
     in_training = training_membership(run, data.table, data.manifest["sha256"])
-    base = _frame(data.table, np.where(in_training, "train", "new"))
-    _write_tsv(out / "embeddings.tsv", _embeddings_frame(base, common, salient))
+    split = np.where(in_training, "train", "new")
+    base = subject_frame(data.table, split)
+    write_embeddings(out / "embeddings.tsv", data.table, split, common, salient)
     names = np.array(fitted["names"], dtype=object)
     subtypes = _assign(
         subtyper, salient, base, data.is_target.numpy(), names, list(names), subtyper.confidence

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from neurosepclr.errors import InputDataError, MissingInputError
+from neurosepclr.io import read_tsv
 
 TARGET = "target"
 
@@ -54,13 +55,7 @@ def read_cohort_table(derivatives: str | Path, include_failed_qc: bool = False) 
     cohort_path = root / "cohort.tsv"
     if not cohort_path.is_file():
         raise MissingInputError(f"{root}: no cohort.tsv (run neurosepclr preprocess first)")
-    table = pd.read_csv(
-        cohort_path,
-        sep="\t",
-        dtype={"participant_id": str, "session_id": str},
-        na_values=["n/a"],
-        keep_default_na=False,
-    )
+    table = read_tsv(cohort_path)
     if not include_failed_qc and "qc_pass" in table:
         failed = table[~table["qc_pass"].astype(bool)]
         table = table[table["qc_pass"].astype(bool)].reset_index(drop=True)

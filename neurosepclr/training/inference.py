@@ -16,6 +16,7 @@ import torch
 
 from neurosepclr.config import Config, load_config
 from neurosepclr.errors import InputDataError, MissingInputError
+from neurosepclr.io import read_tsv
 from neurosepclr.models import build_model
 from neurosepclr.training.checkpoint import load_checkpoint
 from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_to_reference
@@ -68,17 +69,12 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
     model.load_state_dict(state["model"])
     model.eval()
     run = json.loads((run_dir / "run.json").read_text())
-    read = {
-        "dtype": {"participant_id": str, "session_id": str},
-        "keep_default_na": False,
-        "na_values": ["n/a"],
-    }
     return TrainedRun(
         run_dir=run_dir,
         config=config,
         model=model,
-        split=pd.read_csv(run_dir / "split.tsv", sep="\t", **read),
-        manifest=pd.read_csv(run_dir / "manifest.tsv", sep="\t", **read),
+        split=read_tsv(run_dir / "split.tsv"),
+        manifest=read_tsv(run_dir / "manifest.tsv"),
         derivatives=Path(run["derivatives"]),
         checkpoint=path,
         step=int(state["step"]),

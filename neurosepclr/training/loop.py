@@ -25,7 +25,7 @@ import torch
 from neurosepclr import __version__
 from neurosepclr.config import Config, config_to_dict, dump_config
 from neurosepclr.errors import ConfigError, NeurosepclrError, OutputError
-from neurosepclr.io import atomic_write_text, write_dataset_description
+from neurosepclr.io import atomic_write_text, tsv_text, write_dataset_description
 from neurosepclr.models import build_model
 from neurosepclr.objectives import loss_from_config
 from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
@@ -196,21 +196,8 @@ def _write_run_files(
         )
         + "\n",
     )
-    atomic_write_text(
-        run_dir / "manifest.tsv",
-        data.manifest.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n"),
-    )
-    frame = pd.DataFrame(
-        {
-            "participant_id": data.table["participant_id"],
-            "session_id": data.table["session_id"],
-            "group": data.table["group"],
-            "split": split,
-        }
-    )
-    atomic_write_text(
-        run_dir / "split.tsv", frame.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
-    )
+    atomic_write_text(run_dir / "manifest.tsv", tsv_text(data.manifest))
+    atomic_write_text(run_dir / "split.tsv", tsv_text(subject_frame(data.table, split)))
 
 
 def _selection_score(scores: dict[str, float]) -> float:
@@ -223,20 +210,25 @@ def _selection_score(scores: dict[str, float]) -> float:
     return salient - max(0.0, (common if not math.isnan(common) else 0.5) - 0.5)
 
 
-def write_embeddings(
-    path: Path, table: pd.DataFrame, split: np.ndarray, common: np.ndarray, salient: np.ndarray
-) -> None:
-    frame = pd.DataFrame(
+def subject_frame(table: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
+    """The key columns of every per-subject output: participant_id, session_id, group, split."""
+    return pd.DataFrame(
         {
-            "participant_id": table["participant_id"],
-            "session_id": table["session_id"],
-            "group": table["group"],
+            "participant_id": table["participant_id"].to_numpy(),
+            "session_id": table["session_id"].to_numpy(),
+            "group": table["group"].to_numpy(),
             "split": split,
         }
     )
+
+
+def write_embeddings(
+    path: Path, table: pd.DataFrame, split: np.ndarray, common: np.ndarray, salient: np.ndarray
+) -> None:
+    """``embeddings.tsv``: the subject keys, then ``common_k`` and ``salient_k`` (6 significant digits)."""
     coords = {f"common_{k}": common[:, k] for k in range(common.shape[1])}
     coords |= {f"salient_{k}": salient[:, k] for k in range(salient.shape[1])}
-    frame = pd.concat([frame, pd.DataFrame(coords)], axis=1)
+    frame = pd.concat([subject_frame(table, split), pd.DataFrame(coords)], axis=1)
     atomic_write_text(
         path, frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
     )
