@@ -51,6 +51,9 @@ class LossConfig:
 
     tau: float = _opt(0.5, "temperature τ of alignment, uniformity and k-JEM", gt=0)
     beta_s: float = _opt(1.0, "weight β_S of the salient InfoMax term L_S", ge=0)
+    gamma_uniform: float = _opt(
+        1.0, "weight γ of the s'-uniformity inside L_S (1: the paper; <1 spreads patients less)", ge=0
+    )
     beta_reg: float = _opt(10.0, "weight β_REG of the information-less background term", ge=0)
     lambda_jem: float = _opt(10.0, "weight λ of the k-JEM independence term", ge=0)
     common: CommonObjective = _opt(
@@ -255,6 +258,18 @@ class ModelConfig:
         "light_cnn", "encoder for both spaces: light_cnn (CPU-friendly) or a MONAI network"
     )
     widths: list[int] = _opt([16, 32, 64, 128], "light_cnn channels per block", ge=1, min_len=1)
+    pool_cells: int = _opt(
+        1,
+        "light_cnn final pooling grid (cells per axis): 1 = global average pooling (location-blind), "
+        "2 = one feature vector per octant, kept apart (docs/training.md)",
+        ge=1,
+        le=8,
+    )
+
+    def validate(self, prefix: str) -> None:
+        if self.pool_cells != 1 and self.encoder != "light_cnn":
+            raise ConfigError(f"{prefix}.pool_cells: only light_cnn supports it, not {self.encoder!r}")
+
     common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
     salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
     head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)

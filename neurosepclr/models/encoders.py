@@ -13,10 +13,21 @@ from torch import nn
 
 
 class LightCNN3d(nn.Module):
-    """Blocks of conv3×3×3 → BatchNorm → ReLU → max-pool, then global average pooling and a linear
-    layer to ``out_dim``."""
+    """Blocks of conv3×3×3 → BatchNorm → ReLU → max-pool, then average pooling to a grid of
+    ``pool_cells``³ cells, flattened, and a linear layer to ``out_dim``.
 
-    def __init__(self, out_dim: int, widths: Sequence[int] = (16, 32, 64, 128), in_channels: int = 1) -> None:
+    ``pool_cells=1`` is the usual global average pooling, which is blind to *where* a feature
+    fires; ``pool_cells=2`` keeps one feature vector per octant of the field of view, so that
+    patterns that differ only by location (atrophy of one lobe or another) stay apart.
+    """
+
+    def __init__(
+        self,
+        out_dim: int,
+        widths: Sequence[int] = (16, 32, 64, 128),
+        in_channels: int = 1,
+        pool_cells: int = 1,
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         channels = in_channels
@@ -29,8 +40,8 @@ class LightCNN3d(nn.Module):
             ]
             channels = width
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool3d(1)
-        self.fc = nn.Linear(channels, out_dim)
+        self.pool = nn.AdaptiveAvgPool3d(pool_cells)
+        self.fc = nn.Linear(channels * pool_cells**3, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(self.features(x)).flatten(1))
@@ -61,15 +72,21 @@ def _monai_densenet(out_dim: int) -> nn.Module:
 
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "light_cnn": lambda out_dim, widths=(16, 32, 64, 128): LightCNN3d(out_dim, widths),
-    "resnet10": lambda out_dim, widths=None: _monai_resnet([1, 1, 1, 1])(out_dim),
-    "resnet18": lambda out_dim, widths=None: _monai_resnet([2, 2, 2, 2])(out_dim),
-    "densenet121": lambda out_dim, widths=None: _monai_densenet(out_dim),
+    "light_cnn": lambda out_dim, widths=(16, 32, 64, 128), pool_cells=1: LightCNN3d(
+        out_dim, widths, pool_cells=pool_cells
+    ),
+    "resnet10": lambda out_dim, **_: _monai_resnet([1, 1, 1, 1])(out_dim),
+    "resnet18": lambda out_dim, **_: _monai_resnet([2, 2, 2, 2])(out_dim),
+    "densenet121": lambda out_dim, **_: _monai_densenet(out_dim),
 }
 
 
-def build_encoder(name: str, out_dim: int, widths: Sequence[int] = (16, 32, 64, 128)) -> nn.Module:
-    """A fresh encoder by name (see :data:`ENCODERS`)."""
+def build_encoder(
+    name: str, out_dim: int, widths: Sequence[int] = (16, 32, 64, 128), pool_cells: int = 1
+) -> nn.Module:
+    """A fresh encoder by name (see :data:`ENCODERS`); ``widths`` and ``pool_cells`` are light_cnn's."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r} (choose from {', '.join(ENCODERS)})")
-    return ENCODERS[name](out_dim, widths=tuple(widths))
+    if pool_cells != 1 and name != "light_cnn":
+        raise ValueError(f"model.pool_cells={pool_cells} is only available for light_cnn, not {name!r}")
+    return ENCODERS[name](out_dim, widths=tuple(widths), pool_cells=pool_cells)

@@ -67,6 +67,6 @@ class SepCLRNet(nn.Module):
 
 def build_model(cfg, n_prototypes: int = 0) -> SepCLRNet:
     """SepCLRNet from a :class:`neurosepclr.config.ModelConfig` (and ``loss.salient_prototypes``)."""
-    common = build_encoder(cfg.encoder, cfg.common_dim, cfg.widths)
-    salient = build_encoder(cfg.encoder, cfg.salient_dim, cfg.widths)
+    common = build_encoder(cfg.encoder, cfg.common_dim, cfg.widths, cfg.pool_cells)
+    salient = build_encoder(cfg.encoder, cfg.salient_dim, cfg.widths, cfg.pool_cells)
     return SepCLRNet(common, salient, cfg.common_dim, cfg.salient_dim, cfg.head_hidden, n_prototypes)

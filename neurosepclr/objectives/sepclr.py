@@ -4,8 +4,8 @@
 
 * ``L_C   = align(c1, c2) + uniform(c1) + uniform(c2)`` — common InfoMax, both cohorts (or one of
   the meta-data-aware objectives of :mod:`neurosepclr.objectives.kernels`);
-* ``L_S   = align(s1[y=1], s2[y=1]) + uniform(s1') + uniform(s2')`` — salient InfoMax with
-  s'-uniformity;
+* ``L_S   = align(s1[y=1], s2[y=1]) + γ·[uniform(s1') + uniform(s2')]`` — salient InfoMax with
+  s'-uniformity (γ = 1 in the paper; γ < 1, not in the paper, weakens the spreading of patients);
 * ``L_REG = ½ [mean_{y=0} ‖s1‖² + mean_{y=0} ‖s2‖²]`` — information-less background;
 * ``L_JEM = ½ [k_jem(c1, s1') + k_jem(c2, s2')]`` — kernel joint entropy, drives I(c; s) → 0;
 * ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix);
@@ -164,6 +164,8 @@ class SepCLRLoss(nn.Module):
         common: common-space objective; ``None`` is SepCLR's InfoMax L_C at temperature ``tau``.
         beta_attr: weight of the attribute-supervised salient alignment (0: off).
         attribute_sigma2: σ² of its attribute kernel.
+        beta_proto, proto_tau, sinkhorn_eps: the optional prototype term (0: off).
+        gamma_uniform: weight γ of the s'-uniformity inside L_S (1: the paper).
 
     Call with ``(c1, c2, s1, s2, is_target)``: raw common-head outputs of the two views (B, Dc)
     (L2-normalised here), salient-head outputs (B, Ds) and a (B,) bool target mask; optionally
@@ -183,6 +185,7 @@ class SepCLRLoss(nn.Module):
         beta_proto: float = 0.0,
         proto_tau: float = 0.1,
         sinkhorn_eps: float = 0.05,
+        gamma_uniform: float = 1.0,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -197,6 +200,7 @@ class SepCLRLoss(nn.Module):
         self.beta_proto = beta_proto
         self.proto_tau = proto_tau
         self.sinkhorn_eps = sinkhorn_eps
+        self.gamma_uniform = gamma_uniform
 
     def forward(
         self,
@@ -219,7 +223,7 @@ class SepCLRLoss(nn.Module):
         common = self.common(c1, c2, metadata)
         salient_align = align(s1[is_target], s2[is_target], tau)
         salient_uniform = uniform(s1_null, tau) + uniform(s2_null, tau)
-        salient = salient_align + salient_uniform
+        salient = salient_align + self.gamma_uniform * salient_uniform
         background = 0.5 * (background_energy(s1, is_target) + background_energy(s2, is_target))
         jem = 0.5 * (k_jem(c1, s1_null, tau) + k_jem(c2, s2_null, tau))
         if self.beta_attr > 0:
@@ -283,4 +287,5 @@ def loss_from_config(cfg) -> SepCLRLoss:
         beta_proto,
         cfg.proto_tau,
         cfg.sinkhorn_eps,
+        cfg.gamma_uniform,
     )

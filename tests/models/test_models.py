@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from neurosepclr.config import load_config
-from neurosepclr.models import ENCODERS, ProjectionHead, build_encoder, build_model
+from neurosepclr.errors import ConfigError
+from neurosepclr.models import ENCODERS, LightCNN3d, ProjectionHead, build_encoder, build_model
 
 
 @pytest.mark.parametrize("name", sorted(ENCODERS))
@@ -31,3 +32,33 @@ def test_projection_head_layout():
     head = ProjectionHead(32)
     assert [type(m).__name__ for m in head] == ["Linear", "BatchNorm1d", "ReLU", "Linear"]
     assert head[0].out_features == 128 and head[3].out_features == 32
+
+
+def _blob_at(corner: tuple[int, int, int], size: int = 48) -> torch.Tensor:
+    volume = torch.zeros(1, 1, size, size, size, dtype=torch.float64)
+    x, y, z = corner
+    volume[..., x : x + 3, y : y + 3, z : z + 3] = 1.0
+    return volume
+
+
+def test_global_pooling_is_blind_to_where_a_pattern_is_and_pool_cells_is_not():
+    """The same blob in two octants, 24 voxels apart (a multiple of the 3 max-pools' stride 8) and
+    away from the borders: global average pooling gives the same features, pool_cells=2 does not."""
+    left, right = _blob_at((8, 16, 16)), _blob_at((32, 16, 16))
+    for cells, same in ((1, True), (2, False)):
+        torch.manual_seed(0)
+        encoder = LightCNN3d(8, widths=(4, 8, 8), pool_cells=cells).double().eval()
+        with torch.no_grad():
+            a, b = (encoder.pool(encoder.features(v)).flatten(1) for v in (left, right))
+        assert a.shape == (1, 8 * cells**3)
+        assert torch.allclose(a, b, atol=1e-10) is same
+
+
+def test_pool_cells_sizes_the_last_layer_and_is_refused_for_monai_encoders():
+    encoder = build_encoder("light_cnn", 12, widths=(4, 8), pool_cells=3)
+    assert encoder.fc.in_features == 8 * 27
+    assert encoder(torch.randn(2, 1, 20, 24, 20)).shape == (2, 12)
+    with pytest.raises(ValueError, match="pool_cells"):
+        build_encoder("resnet10", 12, pool_cells=2)
+    with pytest.raises(ConfigError, match=r"model\.pool_cells"):
+        load_config(None, ["model.encoder=resnet10", "model.pool_cells=2"])

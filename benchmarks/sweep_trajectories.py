@@ -1,0 +1,18 @@
+"""Print the validation probe trajectory (step, dx bal. acc. per space, salient k-means ARI) of sweep runs.
+
+Usage: ``python benchmarks/sweep_trajectories.py SWEEP_OUT`` (each run folder's ``metrics.jsonl``).
+"""
+
+import json
+import sys
+from pathlib import Path
+
+for metrics in sorted(Path(sys.argv[1]).glob("*/metrics.jsonl")):
+    rows = []
+    for line in metrics.read_text().splitlines():
+        record = json.loads(line)
+        if "val/salient/diagnosis_bacc" in record:
+            ari = record.get("val/salient/kmeans_ari", float("nan"))
+            salient, common = record["val/salient/diagnosis_bacc"], record["val/common/diagnosis_bacc"]
+            rows.append(f"{record['step']}:{salient:.2f}/{common:.2f}/{ari:.2f}")
+    print(metrics.parent.name, "step:salient_dx/common_dx/val_kmeans_ari", " ".join(rows))
