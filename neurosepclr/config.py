@@ -299,6 +299,11 @@ class TrainConfig:
         "none",
         "controls: voxel-wise z-score of every input against the training controls' mean and spread",
     )
+    cache: Literal["ram", "memmap"] = _opt(
+        "ram",
+        "where the pooled volumes live during training: ram, or memmap (a memory-mapped array in the "
+        "run folder, for cohorts larger than RAM; removed when training ends)",
+    )
     batch_size: int = _opt(32, "subjects per step (each seen in two views)", ge=2)
     target_fraction: float = _opt(0.5, "fraction of patients in every batch", gt=0, le=1)
     steps: int = _opt(500, "optimiser steps", ge=1)

@@ -1,8 +1,10 @@
-"""The deterministic part of the data path, done once: preprocessed volumes → pooled tensors in RAM.
+"""The deterministic part of the data path, done once: preprocessed volumes → pooled tensors.
 
 ``preprocess`` writes volumes already registered, masked, cropped and normalised; here they are
-average-pooled to the training grid (``train.pool``) and kept in memory with the cohort's metadata.
-A subject-level train/validation split is stratified by group.
+average-pooled to the training grid (``train.pool``), one volume at a time, and kept with the
+cohort's metadata either in RAM or, for cohorts larger than RAM, in a memory-mapped ``.npy`` array
+(``train.cache: memmap``) that the batches index like a tensor. A subject-level train/validation
+split is stratified by group.
 """
 
 from __future__ import annotations
@@ -94,12 +96,21 @@ def _manifest(table: pd.DataFrame, hashes: list[str]) -> pd.DataFrame:
     )
 
 
-def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool = False) -> CohortTensors:
-    """Read ``cohort.tsv`` and every preprocessed volume of a ``preprocess`` output folder."""
+def load_derivatives(
+    derivatives: str | Path, pool: int, include_failed_qc: bool = False, memmap: str | Path | None = None
+) -> CohortTensors:
+    """Read ``cohort.tsv`` and every preprocessed volume of a ``preprocess`` output folder.
+
+    Each volume is pooled as soon as it is read. With ``memmap`` (a ``.npy`` path, created or
+    replaced) the pooled volumes go to a memory-mapped array on disk instead of RAM; the values
+    are the same.
+    """
     root = Path(derivatives)
     table = read_cohort_table(root, include_failed_qc)
-    volumes, hashes, affine, shape = [], [], None, None
-    for row in table.itertuples():
+    volumes: list[torch.Tensor] = []
+    stack: torch.Tensor | None = None
+    hashes, affine, shape = [], None, None
+    for index, row in enumerate(table.itertuples()):
         path = root / row.preproc
         if not path.is_file():
             raise MissingInputError(f"{row.participant_id}: {row.preproc}: preprocessed image not found")
@@ -112,27 +123,61 @@ def load_derivatives(derivatives: str | Path, pool: int, include_failed_qc: bool
         data = np.asarray(img.dataobj, dtype=np.float32)
         if not np.isfinite(data).all():
             raise InputDataError(f"{row.participant_id}: {row.preproc}: NaN or Inf in a preprocessed image")
-        volumes.append(torch.from_numpy(data))
+        pooled = pool_volume(torch.from_numpy(data), pool)
         hashes.append(sha256_bytes(raw))
-    stack = torch.stack(volumes)[:, None]
-    if pool > 1:
-        stack = F.avg_pool3d(stack, kernel_size=pool, stride=pool, ceil_mode=True)
+        if memmap is None:
+            volumes.append(pooled)
+            continue
+        if stack is None:
+            stack = _open_memmap(Path(memmap), (len(table), *pooled.shape))
+        stack[index] = pooled
+    if stack is None:
+        stack = torch.stack(volumes)
     manifest = _manifest(table, hashes)
     is_target = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
     return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(affine, pool), manifest)
+
+
+def pool_volume(volume: torch.Tensor, pool: int) -> torch.Tensor:
+    """One (D, H, W) volume average-pooled by ``pool`` (ceil mode) to (1, D', H', W')."""
+    volume = volume[None]
+    if pool > 1:
+        volume = F.avg_pool3d(volume[None], kernel_size=pool, stride=pool, ceil_mode=True)[0]
+    return volume
+
+
+def _open_memmap(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """A float32 array on disk, mapped into memory; the file is unlinked as soon as it is mapped, so
+    its disk space comes back when the process ends, after a crash or SIGKILL too (POSIX)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    path.unlink()
+    return torch.from_numpy(array)
+
+
+def _chunks(indices: np.ndarray, size: int = 64):
+    for start in range(0, len(indices), size):
+        yield indices[start : start + size]
 
 
 def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Voxel-wise mean and spread (1, 1, D, H, W) of the reference subjects (training controls).
 
     The spread is the standard deviation floored at a tenth of its median inside the brain, so
-    voxels where controls barely vary (edges, background) do not blow up the z-scores.
+    voxels where controls barely vary (edges, background) do not blow up the z-scores. Two passes
+    over chunks of subjects, in float64, so a memory-mapped cohort is never read into RAM at once.
     """
-    reference = volumes[is_reference].double()
-    if len(reference) < 2:
+    rows = np.flatnonzero(np.asarray(is_reference))
+    if len(rows) < 2:
         raise InputDataError("train.input_norm=controls needs at least 2 training controls")
-    mean = reference.mean(dim=0, keepdim=True)
-    spread = reference.std(dim=0, keepdim=True)
+    total = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
+    for chunk in _chunks(rows):
+        total += volumes[chunk].double().sum(dim=0, keepdim=True)
+    mean = total / len(rows)
+    squares = torch.zeros_like(total)
+    for chunk in _chunks(rows):
+        squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
+    spread = (squares / (len(rows) - 1)).sqrt()
     inside = spread > 0
     floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
     return mean.float(), spread.clamp_min(floor).float()
@@ -141,6 +186,15 @@ def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tupl
 def normalise_to_reference(volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     """z-scores of ``volumes`` against a control reference: what differs from controls, in their units."""
     return ((volumes - mean) / spread).contiguous()
+
+
+def normalise_in_place(volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """:func:`normalise_to_reference` written back into ``volumes`` chunk by chunk (memory-mapped
+    cohorts: no second copy in RAM); returns ``volumes``."""
+    for chunk in _chunks(np.arange(len(volumes))):
+        rows = slice(int(chunk[0]), int(chunk[-1]) + 1)
+        volumes[rows] = normalise_to_reference(volumes[rows], mean, spread)
+    return volumes
 
 
 def _gunzip(raw: bytes, path: Path) -> bytes:

@@ -34,7 +34,7 @@ from neurosepclr.training.data import (
     control_reference,
     inputs_digest,
     load_derivatives,
-    normalise_to_reference,
+    normalise_in_place,
     stratified_split,
 )
 from neurosepclr.training.distributed import (
@@ -67,6 +67,7 @@ def config_digest(config: Config) -> str:
     data["train"].pop("steps", None)
     data["train"].pop("eval_every", None)
     data["train"].pop("checkpoint_every", None)
+    data["train"].pop("cache", None)  # RAM or memory-mapped: the same values
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -264,7 +265,8 @@ def train(
     torch.manual_seed(config.seed)  # model initialisation; every later draw is seeded by (seed, step)
     autocast = autocast_factory(cfg.precision, device)
 
-    data = load_derivatives(derivatives, cfg.pool)
+    cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
+    data = load_derivatives(derivatives, cfg.pool, memmap=cache)
     split = stratified_split(data.table["group"], cfg.val_fraction, config.seed, data.table["participant_id"])
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
@@ -272,7 +274,7 @@ def train(
     reference = {}
     if cfg.input_norm == "controls":
         mean, spread = control_reference(data.volumes, torch.from_numpy(split == "train") & ~data.is_target)
-        data.volumes = normalise_to_reference(data.volumes, mean, spread)
+        data.volumes = normalise_in_place(data.volumes, mean, spread)
         reference = {"input_mean": mean, "input_spread": spread}
 
     net = build_model(config.model, config.loss.salient_prototypes)

@@ -6,7 +6,12 @@ import torch
 
 from neurosepclr.cli import main
 from neurosepclr.training.checkpoint import load_checkpoint
-from neurosepclr.training.data import control_reference, normalise_to_reference
+from neurosepclr.training.data import (
+    control_reference,
+    load_derivatives,
+    normalise_in_place,
+    normalise_to_reference,
+)
 from neurosepclr.training.inference import load_run
 
 SMOKE = str(Path(__file__).resolve().parents[2] / "pipelines" / "smoke.yaml")
@@ -36,3 +41,28 @@ def test_reference_is_saved_and_used_by_subtype(tiny_derivatives, tmp_path):
     split = trained.split.set_index("participant_id").loc[data.table["participant_id"], "split"].to_numpy()
     controls = torch.from_numpy(split == "train") & ~data.is_target
     assert float(data.volumes[controls].mean(dim=0).abs().max()) < 1e-4  # normalised as in training
+
+
+def test_memory_mapped_cohort_holds_the_same_values_and_leaves_no_file(tiny_derivatives, tmp_path):
+    in_ram = load_derivatives(tiny_derivatives, 2)
+    mapped = load_derivatives(tiny_derivatives, 2, memmap=tmp_path / "cache" / "volumes.npy")
+    assert mapped.volumes.shape == in_ram.volumes.shape
+    assert torch.equal(mapped.volumes, in_ram.volumes)
+    assert not list(tmp_path.rglob("*.npy"))  # unlinked once mapped: the space returns at exit
+    controls = ~in_ram.is_target
+    mean, spread = control_reference(mapped.volumes, controls)
+    expected = normalise_to_reference(in_ram.volumes, mean, spread)
+    assert normalise_in_place(mapped.volumes, mean, spread) is mapped.volumes
+    assert torch.equal(mapped.volumes, expected)
+
+
+def test_memmap_cache_trains_to_the_same_weights_as_ram(tiny_derivatives, tmp_path):
+    weights = {}
+    for cache in ("ram", "memmap"):
+        run = tmp_path / cache
+        argv = ["--quiet", "train", str(tiny_derivatives), str(run), "--config", SMOKE]
+        assert main([*argv, "--set", "train.input_norm=controls", "--set", f"train.cache={cache}"]) == 0
+        weights[cache] = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
+        assert not list(run.rglob("*.npy"))
+    for key, value in weights["ram"].items():
+        torch.testing.assert_close(weights["memmap"][key], value, rtol=0, atol=0, msg=key)
