@@ -265,14 +265,13 @@ class ModelConfig:
         ge=1,
         le=8,
     )
+    common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
+    salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
+    head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
 
     def validate(self, prefix: str) -> None:
         if self.pool_cells != 1 and self.encoder != "light_cnn":
             raise ConfigError(f"{prefix}.pool_cells: only light_cnn supports it, not {self.encoder!r}")
-
-    common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
-    salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
-    head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
 
 
 @dataclass
@@ -302,7 +301,7 @@ class TrainConfig:
     cache: Literal["ram", "memmap"] = _opt(
         "ram",
         "where the pooled volumes live during training: ram, or memmap (a memory-mapped array in the "
-        "run folder, for cohorts larger than RAM; removed when training ends)",
+        "run folder, for cohorts larger than RAM; unlinked as soon as it is mapped)",
     )
     batch_size: int = _opt(32, "subjects per step (each seen in two views)", ge=2)
     target_fraction: float = _opt(0.5, "fraction of patients in every batch", gt=0, le=1)

@@ -191,8 +191,8 @@ def normalise_to_reference(volumes: torch.Tensor, mean: torch.Tensor, spread: to
 def normalise_in_place(volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     """:func:`normalise_to_reference` written back into ``volumes`` chunk by chunk (memory-mapped
     cohorts: no second copy in RAM); returns ``volumes``."""
-    for chunk in _chunks(np.arange(len(volumes))):
-        rows = slice(int(chunk[0]), int(chunk[-1]) + 1)
+    for start in range(0, len(volumes), 64):
+        rows = slice(start, start + 64)
         volumes[rows] = normalise_to_reference(volumes[rows], mean, spread)
     return volumes
 
