@@ -26,18 +26,29 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import torch
 import yaml
 from sklearn.metrics import adjusted_rand_score
 
 from neurosepclr.analysis.evaluate import load_truth
 from neurosepclr.analysis.subtyping import SalientSubtyper
 from neurosepclr.config import load_config
-from neurosepclr.training.loop import train
-from neurosepclr.training.probes import _classify
+from neurosepclr.training.inference import load_run
+from neurosepclr.training.loop import train, write_embeddings
+from neurosepclr.training.probes import _classify, representations
 
 
-def held_out_scores(run_dir: Path, truth: pd.DataFrame, seed: int) -> dict[str, float]:
-    frame = pd.read_csv(run_dir / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
+def best_checkpoint_embeddings(run_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Representations of the run's cohort at its ``best`` checkpoint (what ``subtype`` uses) and its step."""
+    run = load_run(run_dir, "best")
+    data = run.cohort()
+    split = data.table[["participant_id"]].merge(run.split[["participant_id", "split"]], how="left")["split"]
+    common, salient = representations(run.model, data.volumes, torch.device("cpu"))
+    write_embeddings(run_dir / "embeddings-best.tsv", data.table, split.to_numpy(), common, salient)
+    return pd.read_csv(run_dir / "embeddings-best.tsv", sep="\t", dtype={"participant_id": str}), run.step
+
+
+def held_out_scores(frame: pd.DataFrame, truth: pd.DataFrame, seed: int) -> dict[str, float]:
     frame = frame.merge(truth[["participant_id", "subtype"]], on="participant_id", how="left")
     train_rows, val_rows = frame["split"] == "train", frame["split"] == "val"
     out = {}
@@ -84,9 +95,19 @@ def main() -> None:
                 "variant": name,
                 "seed": seed,
                 "overrides": " ".join(overrides or []),
-                **held_out_scores(run_dir, truth, seed),
+                **held_out_scores(
+                    pd.read_csv(run_dir / "embeddings.tsv", sep="\t", dtype={"participant_id": str}),
+                    truth,
+                    seed,
+                ),
                 "train_seconds": round(time.perf_counter() - started, 1),
                 "steps": config.train.steps,
+                "select": config.train.select,
+            }
+            best_frame, best_step = best_checkpoint_embeddings(run_dir)
+            row |= {f"best_{k}": v for k, v in held_out_scores(best_frame, truth, seed).items()}
+            row |= {
+                "best_step": best_step,
                 "machine": platform.node(),
             }
             print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
@@ -99,9 +120,9 @@ def main() -> None:
                 float_format="%.4f",
             )
     results = pd.read_csv(table_path, sep="\t")
-    summary = results.groupby("variant")[["salient_dx_bacc", "common_dx_bacc", "subtype_ari_heldout"]].agg(
-        ["mean", "std"]
-    )
+    columns = ["salient_dx_bacc", "common_dx_bacc", "subtype_ari_heldout"]
+    columns += [f"best_{c}" for c in columns if f"best_{c}" in results]
+    summary = results.groupby("variant")[columns].agg(["mean", "std"])
     print(summary.round(3).to_string())
 
 

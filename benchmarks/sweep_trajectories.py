@@ -1,4 +1,5 @@
-"""Print the validation probe trajectory (step, dx bal. acc. per space, salient k-means ARI) of sweep runs.
+"""Print the validation probe trajectory of sweep runs: step, dx bal. acc. per space, salient k-means
+ARI on validation patients, and the label-free cluster-structure score (with its K) of training patients.
 
 Usage: ``python benchmarks/sweep_trajectories.py SWEEP_OUT`` (each run folder's ``metrics.jsonl``).
 """
@@ -14,5 +15,7 @@ for metrics in sorted(Path(sys.argv[1]).glob("*/metrics.jsonl")):
         if "val/salient/diagnosis_bacc" in record:
             ari = record.get("val/salient/kmeans_ari", float("nan"))
             salient, common = record["val/salient/diagnosis_bacc"], record["val/common/diagnosis_bacc"]
-            rows.append(f"{record['step']}:{salient:.2f}/{common:.2f}/{ari:.2f}")
-    print(metrics.parent.name, "step:salient_dx/common_dx/val_kmeans_ari", " ".join(rows))
+            structure = record.get("train/salient/cluster_score", float("nan"))
+            k = record.get("train/salient/cluster_k", float("nan"))
+            rows.append(f"{record['step']}:{salient:.2f}/{common:.2f}/{ari:.2f}/{structure:.2f}(K{k:.0f})")
+    print(metrics.parent.name, "step:salient_dx/common_dx/val_kmeans_ari/cluster_score(K)", " ".join(rows))

@@ -268,6 +268,14 @@ class ModelConfig:
     common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
     salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
     head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
+    members: int = _opt(
+        1,
+        "independently initialised encoder pairs trained side by side on the same batches, each with "
+        "its own heads and loss; their representations are concatenated (an ensemble over "
+        "initialisations; costs members x the compute)",
+        ge=1,
+        le=8,
+    )
 
     def validate(self, prefix: str) -> None:
         if self.pool_cells != 1 and self.encoder != "light_cnn":
@@ -318,7 +326,20 @@ class TrainConfig:
     val_fraction: float = _opt(
         0.2, "fraction of subjects held out for validation (stratified by group)", ge=0, le=0.9
     )
+    split_seed: int = _opt(
+        -1,
+        "seed of the train/validation split; -1: the global seed (fix it to compare or ensemble "
+        "several seeds on the same held-out subjects)",
+        ge=-1,
+    )
     eval_every: int = _opt(100, "steps between validation probes", ge=1)
+    select: Literal["diagnosis", "clusters"] = _opt(
+        "diagnosis",
+        "what picks the best checkpoint at each evaluation: diagnosis (validation salient patient-vs-"
+        "control accuracy minus the common space's excess over chance) or clusters (label-free: "
+        "split-half stability + silhouette of the training patients' salient clustering, K from "
+        "subtype.k or subtype.k_range)",
+    )
     checkpoint_every: int = _opt(50, "steps between checkpoints", ge=1)
     device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
     gather_embeddings: bool = _opt(
@@ -373,6 +394,10 @@ class Config:
     pipeline: PipelineConfig = field(
         default_factory=PipelineConfig, metadata={"help": "neurosepclr run: cohort and output root"}
     )
+
+    def validate(self, prefix: str) -> None:
+        if self.model.members > 1 and self.loss.salient_prototypes:
+            raise ConfigError("model.members > 1 cannot be combined with loss.salient_prototypes")
 
 
 # --------------------------------------------------------------------------- YAML reading

@@ -17,6 +17,7 @@ from neurosepclr.objectives.sepclr import (
     SepCLRTerms,
     YAwareCommon,
     loss_from_config,
+    member_mean,
 )
 from neurosepclr.objectives.terms import (
     align,
@@ -42,6 +43,7 @@ __all__ = [
     "decoupled_uniformity",
     "k_jem",
     "loss_from_config",
+    "member_mean",
     "null_background",
     "pairwise_sq_dists",
     "rbf_kernel",

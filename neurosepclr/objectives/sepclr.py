@@ -260,6 +260,28 @@ class SepCLRLoss(nn.Module):
         )
 
 
+def member_mean(
+    loss: SepCLRLoss,
+    members: int,
+    c1: Tensor,
+    c2: Tensor,
+    s1: Tensor,
+    s2: Tensor,
+    is_target: Tensor,
+    **kwargs,
+) -> SepCLRTerms:
+    """The objective of an ensemble of ``members`` encoder pairs: each member's head outputs are its
+    own slice of the concatenated ones (``model.members``); every term is averaged over members, so
+    each member receives exactly the gradient of its own SepCLR objective (divided by ``members``)."""
+    if members == 1:
+        return loss(c1, c2, s1, s2, is_target, **kwargs)
+    per_member = [
+        loss(*parts, is_target, **kwargs)
+        for parts in zip(*(t.chunk(members, dim=1) for t in (c1, c2, s1, s2)), strict=True)
+    ]
+    return SepCLRTerms(*(torch.stack(values).mean() for values in zip(*per_member, strict=True)))
+
+
 def loss_from_config(cfg) -> SepCLRLoss:
     """Build :class:`SepCLRLoss` from a :class:`neurosepclr.config.LossConfig`."""
     sigma = tuple(cfg.metadata_sigma)

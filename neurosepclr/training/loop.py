@@ -27,7 +27,7 @@ from neurosepclr.config import Config, config_to_dict, dump_config
 from neurosepclr.errors import ConfigError, NeurosepclrError, OutputError
 from neurosepclr.io import atomic_write_text, tsv_text, write_dataset_description
 from neurosepclr.models import build_model
-from neurosepclr.objectives import loss_from_config
+from neurosepclr.objectives import loss_from_config, member_mean
 from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
 from neurosepclr.training.data import (
     CohortTensors,
@@ -47,7 +47,7 @@ from neurosepclr.training.distributed import (
     ranks_agree,
     shard,
 )
-from neurosepclr.training.probes import probe_scores, representations
+from neurosepclr.training.probes import cluster_structure, probe_scores, representations
 from neurosepclr.training.sampler import balanced_batch
 from neurosepclr.training.views import apply_view, draw_view_params, select
 
@@ -201,14 +201,26 @@ def _write_run_files(
     atomic_write_text(run_dir / "split.tsv", tsv_text(subject_frame(data.table, split)))
 
 
-def _selection_score(scores: dict[str, float]) -> float:
-    """Best-checkpoint criterion: salient patient-vs-control accuracy, minus what the common space
-    still knows about the group (its accuracy above chance)."""
+def _selection_score(scores: dict[str, float], select: str = "diagnosis") -> float:
+    """Best-checkpoint criterion. ``diagnosis``: salient patient-vs-control accuracy, minus what the
+    common space still knows about the group (its accuracy above chance). ``clusters``: the
+    label-free cluster-structure score of :func:`~neurosepclr.training.probes.cluster_structure`."""
+    if select == "clusters":
+        value = scores.get("train/salient/cluster_score", float("nan"))
+        return float("-inf") if math.isnan(value) else value
     salient = scores.get("val/salient/diagnosis_bacc", float("nan"))
     common = scores.get("val/common/diagnosis_bacc", 0.5)
     if math.isnan(salient):
         return float("-inf")
     return salient - max(0.0, (common if not math.isnan(common) else 0.5) - 0.5)
+
+
+def _k_values(config: Config) -> list[int]:
+    """The K tried by the cluster-structure probe: ``subtype.k``, else ``subtype.k_range``."""
+    if config.subtype.k:
+        return [config.subtype.k]
+    low, high = config.subtype.k_range[0], config.subtype.k_range[-1]
+    return list(range(low, high + 1))
 
 
 def subject_frame(table: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
@@ -267,7 +279,8 @@ def train(
 
     cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
     data = load_derivatives(derivatives, cfg.pool, memmap=cache)
-    split = stratified_split(data.table["group"], cfg.val_fraction, config.seed, data.table["participant_id"])
+    split_seed = config.seed if cfg.split_seed < 0 else cfg.split_seed
+    split = stratified_split(data.table["group"], cfg.val_fraction, split_seed, data.table["participant_id"])
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = _read_truth(cfg.truth)
@@ -392,7 +405,9 @@ def train(
                     ]
                 )
                 rows = batch[order]
-            terms = loss_fn(
+            terms = member_mean(
+                loss_fn,
+                net.members,
                 c1,
                 c2,
                 s1,
@@ -428,8 +443,9 @@ def train(
                     net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
                 )
                 scores = probe_scores(common, salient, data.table, split, truth, config.seed)
+                scores |= cluster_structure(salient, data.table, split, _k_values(config), config.seed)
                 record |= {k: round(v, 4) for k, v in scores.items()}
-                score = _selection_score(scores)
+                score = _selection_score(scores, cfg.select)
                 if score > best["score"]:
                     best = {"score": score, "step": done}
                     checkpoint("best", done)

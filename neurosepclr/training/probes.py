@@ -3,6 +3,8 @@
 Probes are fitted on the training split and scored on the validation split, with the model in eval
 mode: patient vs control balanced accuracy and age R² for each space, and, when the cohort's truth
 is known, the adjusted Rand index of k-means on validation patients' salient representations.
+:func:`cluster_structure` needs no labels: how reproducibly the training patients' salient
+coordinates cluster (split-half stability and silhouette), the criterion of ``train.select: clusters``.
 """
 
 from __future__ import annotations
@@ -84,3 +86,32 @@ def probe_scores(
             labels = KMeans(k, n_init=10, random_state=seed).fit_predict(z)
             scores["val/salient/kmeans_ari"] = float(adjusted_rand_score(subtype[patients], labels))
     return scores
+
+
+def cluster_structure(
+    salient: np.ndarray,
+    table: pd.DataFrame,
+    split: np.ndarray,
+    k_values: list[int] | range,
+    seed: int = 0,
+    n_resamples: int = 10,
+) -> dict[str, float]:
+    """Label-free subtype structure of the training patients' salient coordinates.
+
+    The K of ``k_values`` with the best mean of split-half stability and silhouette
+    (:func:`neurosepclr.analysis.subtyping.stability_table`, as ``subtype --k auto`` chooses it);
+    its ``score`` (that mean, in [−1, 1]) is the ``train.select: clusters`` criterion.
+    """
+    from neurosepclr.analysis.subtyping import stability_table
+
+    patients = (split == "train") & (table["group"].to_numpy() == "target")
+    if not any(2 <= k <= patients.sum() // 2 for k in k_values):
+        return {}
+    table_k = stability_table(salient[patients], k_values, n_resamples=n_resamples, random_state=seed)
+    row = table_k.loc[table_k["chosen"]].iloc[0]
+    return {
+        "train/salient/cluster_k": float(row["k"]),
+        "train/salient/cluster_stability": float(row["stability_ari_mean"]),
+        "train/salient/cluster_silhouette": float(row["silhouette"]),
+        "train/salient/cluster_score": float(row["score"]),
+    }

@@ -62,3 +62,36 @@ def test_pool_cells_sizes_the_last_layer_and_is_refused_for_monai_encoders():
         build_encoder("resnet10", 12, pool_cells=2)
     with pytest.raises(ConfigError, match=r"model\.pool_cells"):
         load_config(None, ["model.encoder=resnet10", "model.pool_cells=2"])
+
+
+def test_members_concatenate_and_each_member_gets_only_its_own_objective_gradient():
+    from neurosepclr.objectives import member_mean
+    from neurosepclr.objectives.sepclr import SepCLRLoss
+
+    torch.manual_seed(0)
+    overrides = ["model.widths=[4, 8]", "model.common_dim=6", "model.salient_dim=5", "model.members=2"]
+    model = build_model(load_config(None, overrides).model)
+    out = model(torch.randn(8, 1, 16, 16, 16))
+    assert out.common_rep.shape == (8, 12) and out.salient_proj.shape == (8, 10)
+    is_target = torch.tensor([0, 1] * 4, dtype=torch.bool)
+    loss = SepCLRLoss()
+    halves = out.common_proj.chunk(2), out.salient_proj.chunk(2)  # two "views" of four subjects
+    c1, c2, s1, s2 = (*halves[0], *halves[1])
+    first_member = model.salient_encoder.members[0]
+    ensemble = torch.autograd.grad(
+        member_mean(loss, 2, c1, c2, s1, s2, is_target[:4]).total,
+        list(first_member.parameters()),
+        retain_graph=True,
+    )
+    alone = torch.autograd.grad(
+        loss(c1[:, :6], c2[:, :6], s1[:, :5], s2[:, :5], is_target[:4]).total, list(first_member.parameters())
+    )
+    for g_ensemble, g_alone in zip(ensemble, alone, strict=True):
+        torch.testing.assert_close(g_ensemble, g_alone / 2)
+
+
+def test_one_member_keeps_the_checkpoint_layout_and_members_refuse_prototypes():
+    keys = build_model(load_config(None, ["model.widths=[4, 8]"]).model).state_dict()
+    assert not any(".members." in key for key in keys)  # checkpoints of earlier versions still load
+    with pytest.raises(ConfigError, match="members"):
+        load_config(None, ["model.members=2", "loss.salient_prototypes=4"])

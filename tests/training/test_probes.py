@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurosepclr.training.probes import probe_scores
+from neurosepclr.training.loop import _selection_score
+from neurosepclr.training.probes import cluster_structure, probe_scores
 
 
 def test_probe_scores_on_structured_representations():
@@ -26,3 +27,34 @@ def test_probe_scores_on_structured_representations():
     assert scores["val/common/diagnosis_bacc"] == pytest.approx(0.5, abs=0.15)
     assert scores["val/common/age_r2"] > 0.9 and scores["val/salient/age_r2"] < 0.2
     assert scores["val/salient/kmeans_ari"] > 0.95
+
+
+def _cohort(n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    group = np.where(np.arange(n) < n // 3, "background", "target")
+    table = pd.DataFrame({"participant_id": [f"sub-{i:03d}" for i in range(n)], "group": group})
+    return table, np.where(np.arange(n) % 5 == 0, "val", "train")
+
+
+def test_cluster_structure_finds_k_and_prefers_structured_spaces():
+    rng = np.random.default_rng(1)
+    n = 240
+    noise = rng.normal(0, 1.0, (n, 4))
+    structured = noise * 0.3
+    for k in range(3):  # three clusters, one axis each, the fourth axis noise only
+        structured[np.arange(n) % 3 == k, k] += 4.0
+    table, split = _cohort(n)
+    clustered = cluster_structure(structured, table, split, range(2, 6))
+    unclustered = cluster_structure(noise, table, split, range(2, 6))
+    assert clustered["train/salient/cluster_k"] == 3
+    assert clustered["train/salient/cluster_stability"] > 0.9
+    assert clustered["train/salient/cluster_score"] > unclustered["train/salient/cluster_score"] + 0.4
+    assert _selection_score(clustered, "clusters") == clustered["train/salient/cluster_score"]
+
+
+def test_cluster_structure_is_empty_when_no_k_fits_and_selection_then_never_wins():
+    table, split = _cohort(6)
+    assert cluster_structure(np.zeros((6, 2)), table, split, [3]) == {}
+    assert _selection_score({}, "clusters") == float("-inf")
+    assert _selection_score({"val/salient/diagnosis_bacc": 0.9, "val/common/diagnosis_bacc": 0.6}) == (
+        pytest.approx(0.8)
+    )

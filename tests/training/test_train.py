@@ -160,3 +160,23 @@ def test_divergence_stops_with_a_diagnostic_and_keeps_the_last_checkpoint(
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
     metrics = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["step"] for line in metrics] == [1, 2]  # no record of the poisoned step
+
+
+def test_split_seed_fixes_the_split_and_clusters_selects_the_most_structured_evaluation(
+    tmp_path, tiny_derivatives, smoke_run
+):
+    run = tmp_path / "run"
+    train(
+        smoke("seed=1", "train.split_seed=0", "train.select=clusters", "subtype.k=2"),
+        tiny_derivatives,
+        run,
+        progress=False,
+    )
+    split = pd.read_csv(run / "split.tsv", sep="\t")
+    assert split.equals(pd.read_csv(smoke_run / "split.tsv", sep="\t"))  # seed 1, the split of seed 0
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [line for line in lines if "train/salient/cluster_score" in line]
+    assert [line["step"] for line in evaluated] == [3, 6]
+    assert all(line["train/salient/cluster_k"] == 2 for line in evaluated)
+    chosen = max(evaluated, key=lambda line: line["train/salient/cluster_score"])  # first of ties
+    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == chosen["step"]
