@@ -10,7 +10,7 @@ for training* (the run's validation split):
 
 Usage::
 
-    python benchmarks/salient_sweep.py DERIVATIVES TRUTH OUT --base pipelines/demo.yaml \\
+    python benchmarks/salient_sweep.py DERIVATIVES TRUTH OUT --base pipelines/sepclr-paper-medical.yaml \\
         --variants benchmarks/sweeps/salient.yaml [--only NAME ...] [--seeds 0 1 2] [--set k=v ...]
 
 Rows are appended to ``OUT/sweep.tsv`` as each run ends, so a sweep cut off by a time limit keeps

@@ -9,6 +9,9 @@ Three numbers on a preprocessed simulated cohort:
   (α, components, joint PCA size) of a small grid, k-means on patients: best and median ARI.
 - **supervised subtype probe** (logistic regression on the same z-maps, fitted on training patients,
   scored on held-out patients): is the subtype information present at all at this resolution?
+- **patient-vs-control ceilings**: balanced accuracy of a logistic probe on the oracle territory
+  means and on the z-maps (fitted on training subjects, scored on held-out ones): what a salient
+  diagnosis probe can hope for on this cohort.
 
     python benchmarks/separability.py DERIVATIVES TRUTH [--pool 3] [--seed 0]
 """
@@ -91,6 +94,17 @@ def main() -> None:
     held = patients & ~train
     accuracy = balanced_accuracy_score(subtype[held], probe.predict(maps[held]))
     print(f"supervised subtype probe on z-maps, held-out patients: balanced accuracy {accuracy:.3f}")
+    full_split = (
+        stratified_split(full.table["group"], 0.2, args.seed, full.table["participant_id"]) == "train"
+    )
+    oracle_dx = LogisticRegression(max_iter=3000).fit(z[full_split], patients[full_split])
+    dx_oracle = balanced_accuracy_score(patients[~full_split], oracle_dx.predict(z[~full_split]))
+    voxel_dx = LogisticRegression(C=0.01, max_iter=3000).fit(maps[train], patients[train])
+    dx_voxels = balanced_accuracy_score(patients[~train], voxel_dx.predict(maps[~train]))
+    print(
+        f"patient-vs-control probes, held-out subjects: oracle territory means {dx_oracle:.3f}, "
+        f"z-maps {dx_voxels:.3f}"
+    )
 
 
 if __name__ == "__main__":
