@@ -302,9 +302,11 @@ class TrainConfig:
     """The training loop (docs/training.md)."""
 
     pool: int = _opt(3, "average-pooling factor from the preprocessed grid to the training grid", ge=1, le=8)
-    input_norm: Literal["none", "controls"] = _opt(
+    input_norm: Literal["none", "controls", "site_controls"] = _opt(
         "none",
-        "controls: voxel-wise z-score of every input against the training controls' mean and spread",
+        "controls: voxel-wise z-score of every input against the training controls' mean and spread; "
+        "site_controls: against the mean of the training controls of the subject's own site and the "
+        "pooled within-site spread (needs a site column and 2 training controls per site)",
     )
     cache: Literal["ram", "memmap"] = _opt(
         "ram",

@@ -183,17 +183,70 @@ def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tupl
     return mean.float(), spread.clamp_min(floor).float()
 
 
+def site_control_reference(
+    volumes: torch.Tensor, is_reference: torch.Tensor, sites: pd.Series
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Per-site voxel-wise means (S, 1, D, H, W) of the reference subjects (training controls), the
+    pooled within-site spread (1, 1, D, H, W), floored as in :func:`control_reference`, and the site
+    names in the order of the means. Every site of the cohort needs at least 2 reference subjects.
+
+    z = (x − mean of the subject's site) / pooled spread removes each scanner's additive effect
+    per voxel, estimated on controls only (a location-scale harmonisation without patients).
+    """
+    sites = sites.astype(str).reset_index(drop=True)
+    reference = np.asarray(is_reference)
+    names = sorted(sites.unique())
+    means, squares, n_reference = [], torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64), 0
+    for name in names:
+        rows = np.flatnonzero(reference & (sites == name).to_numpy())
+        if len(rows) < 2:
+            raise InputDataError(
+                f"train.input_norm=site_controls: site {name!r} has {len(rows)} training controls (needs 2)"
+            )
+        total = torch.zeros_like(squares)
+        for chunk in _chunks(rows):
+            total += volumes[chunk].double().sum(dim=0, keepdim=True)
+        mean = total / len(rows)
+        for chunk in _chunks(rows):
+            squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
+        means.append(mean)
+        n_reference += len(rows)
+    spread = (squares / (n_reference - len(names))).sqrt()
+    inside = spread > 0
+    floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
+    return torch.cat(means).float(), spread.clamp_min(floor).float(), names
+
+
+def site_indices(table: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Index into ``names`` of every row's site; a site unseen in training is an input error."""
+    if "site" not in table:
+        raise InputDataError("train.input_norm=site_controls needs a site column in participants.tsv")
+    lookup = {name: k for k, name in enumerate(names)}
+    unknown = ~table["site"].astype(str).isin(lookup)
+    if unknown.any():
+        row = table[unknown].iloc[0]
+        raise InputDataError(
+            f"{row['participant_id']}: site {row['site']!r} has no training controls in this run "
+            f"(sites: {', '.join(names)}); it cannot be normalised as in training"
+        )
+    return table["site"].astype(str).map(lookup).to_numpy()
+
+
 def normalise_to_reference(volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
     """z-scores of ``volumes`` against a control reference: what differs from controls, in their units."""
     return ((volumes - mean) / spread).contiguous()
 
 
-def normalise_in_place(volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+def normalise_in_place(
+    volumes: torch.Tensor, mean: torch.Tensor, spread: torch.Tensor, site_index: np.ndarray | None = None
+) -> torch.Tensor:
     """:func:`normalise_to_reference` written back into ``volumes`` chunk by chunk (memory-mapped
-    cohorts: no second copy in RAM); returns ``volumes``."""
+    cohorts: no second copy in RAM); returns ``volumes``. With ``site_index``, ``mean`` holds one
+    mean per site and each subject is referred to its own site's."""
     for start in range(0, len(volumes), 64):
         rows = slice(start, start + 64)
-        volumes[rows] = normalise_to_reference(volumes[rows], mean, spread)
+        row_mean = mean if site_index is None else mean[torch.tensor(site_index[rows])]
+        volumes[rows] = normalise_to_reference(volumes[rows], row_mean, spread)
     return volumes
 
 

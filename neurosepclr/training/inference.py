@@ -1,7 +1,8 @@
 """A trained run read back for analysis: model weights (``weights_only``), config, split, input reference.
 
 Used by ``neurosepclr subtype``: the representations of a cohort are computed with exactly the data
-path of training (same pooling, same control reference when ``train.input_norm=controls``).
+path of training (same pooling, same control reference when ``train.input_norm`` is ``controls`` or
+``site_controls``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import read_tsv
 from neurosepclr.models import build_model
 from neurosepclr.training.checkpoint import load_checkpoint
-from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_to_reference
+from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_in_place, site_indices
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainedRun:
     step: int
     input_mean: torch.Tensor | None
     input_spread: torch.Tensor | None
+    input_sites: list[str] | None
     grid_shape: tuple[int, ...]
     grid_affine: np.ndarray
 
@@ -48,7 +50,8 @@ class TrainedRun:
                 f"{self.run_dir} (preprocess it with the run's preprocess settings)"
             )
         if self.input_mean is not None:
-            data.volumes = normalise_to_reference(data.volumes, self.input_mean, self.input_spread)
+            sites = site_indices(data.table, self.input_sites) if self.input_sites else None
+            data.volumes = normalise_in_place(data.volumes, self.input_mean, self.input_spread, sites)
         return data
 
 
@@ -80,6 +83,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         step=int(state["step"]),
         input_mean=state.get("input_mean"),
         input_spread=state.get("input_spread"),
+        input_sites=state.get("input_sites"),
         grid_shape=tuple(run["grid_shape"]),
         grid_affine=np.asarray(run["grid_affine"], dtype=float),
     )

@@ -35,6 +35,8 @@ from neurosepclr.training.data import (
     inputs_digest,
     load_derivatives,
     normalise_in_place,
+    site_control_reference,
+    site_indices,
     stratified_split,
 )
 from neurosepclr.training.distributed import (
@@ -285,10 +287,17 @@ def train(
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = _read_truth(cfg.truth)
     reference = {}
+    training_controls = torch.from_numpy(split == "train") & ~data.is_target
     if cfg.input_norm == "controls":
-        mean, spread = control_reference(data.volumes, torch.from_numpy(split == "train") & ~data.is_target)
+        mean, spread = control_reference(data.volumes, training_controls)
         data.volumes = normalise_in_place(data.volumes, mean, spread)
         reference = {"input_mean": mean, "input_spread": spread}
+    elif cfg.input_norm == "site_controls":
+        if "site" not in data.table:
+            raise ConfigError("train.input_norm=site_controls needs a site column in participants.tsv")
+        mean, spread, sites = site_control_reference(data.volumes, training_controls, data.table["site"])
+        data.volumes = normalise_in_place(data.volumes, mean, spread, site_indices(data.table, sites))
+        reference = {"input_mean": mean, "input_spread": spread, "input_sites": sites}
 
     net = build_model(config.model, config.loss.salient_prototypes)
     if ctx.enabled and device.type == "cuda":

@@ -2,15 +2,21 @@
 
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import pytest
 import torch
 
 from neurosepclr.cli import main
+from neurosepclr.errors import InputDataError
 from neurosepclr.training.checkpoint import load_checkpoint
 from neurosepclr.training.data import (
     control_reference,
     load_derivatives,
     normalise_in_place,
     normalise_to_reference,
+    site_control_reference,
+    site_indices,
 )
 from neurosepclr.training.inference import load_run
 
@@ -66,3 +72,36 @@ def test_memmap_cache_trains_to_the_same_weights_as_ram(tiny_derivatives, tmp_pa
         assert not list(run.rglob("*.npy"))
     for key, value in weights["ram"].items():
         torch.testing.assert_close(weights["memmap"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_site_control_reference_removes_each_sites_offset_with_a_pooled_spread():
+    torch.manual_seed(0)
+    sites = pd.Series(["b", "a", "b", "a"] * 5)
+    offsets = torch.tensor([5.0 if site == "b" else -5.0 for site in sites]).view(-1, 1, 1, 1, 1)
+    volumes = torch.randn(20, 1, 3, 4, 5) + offsets
+    controls = torch.arange(20) < 12
+    mean, spread, names = site_control_reference(volumes, controls, sites)
+    assert names == ["a", "b"] and mean.shape == (2, 1, 3, 4, 5) and spread.shape == (1, 1, 3, 4, 5)
+    frame = pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(20)], "site": sites})
+    z = normalise_in_place(volumes.clone(), mean, spread, site_indices(frame, names))
+    for site in ("a", "b"):  # each site's controls centred on their own mean
+        rows = controls & torch.tensor((sites == site).to_numpy())
+        torch.testing.assert_close(z[rows].mean(dim=0), torch.zeros(1, 3, 4, 5), atol=1e-5, rtol=0)
+    assert float(z.abs().mean()) < 1.5  # the ±5 site offsets are gone (plain control z-scores keep them)
+    pooled = np.sqrt(
+        sum(
+            float(((volumes[controls & torch.tensor((sites == s).to_numpy())] - mean[k]) ** 2).sum())
+            for k, s in enumerate(names)
+        )
+        / ((12 - 2) * 60)
+    )
+    assert abs(float(spread.pow(2).mean().sqrt()) - pooled) < 1e-4
+
+
+def test_site_norm_refuses_a_site_without_controls_and_names_the_subject():
+    volumes = torch.randn(6, 1, 2, 2, 2)
+    with pytest.raises(InputDataError, match="site 'c' has 1 training controls"):
+        site_control_reference(volumes, torch.ones(6, dtype=torch.bool), pd.Series(list("aabbbc")))
+    frame = pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "site": ["a", "z"]})
+    with pytest.raises(InputDataError, match="sub-02: site 'z' has no training controls"):
+        site_indices(frame, ["a", "b"])
