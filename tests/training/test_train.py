@@ -178,5 +178,6 @@ def test_split_seed_fixes_the_split_and_clusters_selects_the_most_structured_eva
     evaluated = [line for line in lines if "train/salient/cluster_score" in line]
     assert [line["step"] for line in evaluated] == [3, 6]
     assert all(line["train/salient/cluster_k"] == 2 for line in evaluated)
-    chosen = max(evaluated, key=lambda line: line["train/salient/cluster_score"])  # first of ties
-    assert load_checkpoint(run / "checkpoints" / "best.pt")["step"] == chosen["step"]
+    score = {line["step"]: line["train/salient/cluster_score"] for line in evaluated}
+    best_step = load_checkpoint(run / "checkpoints" / "best.pt")["step"]
+    assert score[best_step] >= max(score.values()) - 1e-4  # logged scores are rounded to 4 decimals
