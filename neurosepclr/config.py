@@ -270,9 +270,9 @@ class ModelConfig:
     head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
     members: int = _opt(
         1,
-        "independently initialised encoder pairs trained side by side on the same batches, each with "
-        "its own heads and loss; their representations are concatenated (an ensemble over "
-        "initialisations; costs members x the compute)",
+        "independently initialised encoder pairs trained side by side on the same subjects, each on "
+        "its own random views with its own heads and loss; their representations are concatenated "
+        "(an ensemble over initialisations and views; costs members x the compute)",
         ge=1,
         le=8,
     )

@@ -30,8 +30,10 @@ class MemberEncoders(nn.Module):
         super().__init__()
         self.members = nn.ModuleList(encoders)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([encoder(x) for encoder in self.members], dim=1)
+    def forward(self, x: torch.Tensor, member_views: bool = False) -> torch.Tensor:
+        """``member_views``: ``x`` stacks one block of rows per member (member m reads block m)."""
+        blocks = x.chunk(len(self.members)) if member_views else [x] * len(self.members)
+        return torch.cat([encoder(block) for encoder, block in zip(self.members, blocks, strict=True)], dim=1)
 
 
 class MemberHeads(nn.Module):
@@ -94,8 +96,14 @@ class SepCLRNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return self.common_head(common_rep), self.salient_head(salient_rep)
 
-    def forward(self, x: torch.Tensor) -> SepCLROutput:
-        common_rep, salient_rep = self.forward_features(x)
+    def forward(self, x: torch.Tensor, member_views: bool = False) -> SepCLROutput:
+        """Training forward; with several members and ``member_views``, ``x`` holds one block of views
+        per member (each member trained on its own random views of the same subjects)."""
+        if member_views and self.members > 1:
+            common_rep = self.common_encoder(x, member_views=True)
+            salient_rep = self.salient_encoder(x, member_views=True)
+        else:
+            common_rep, salient_rep = self.forward_features(x)
         common_proj, salient_proj = self.forward_head(common_rep, salient_rep)
         return SepCLROutput(common_rep, salient_rep, common_proj, salient_proj)
 

@@ -388,20 +388,19 @@ def train(
             if ctx.enabled:  # equal shards: all-gather needs the same row count on every rank
                 batch = batch[: len(batch) - len(batch) % ctx.world_size]
             generator = step_generator(config.seed, step)  # views drawn for the global batch...
-            params1 = draw_view_params(len(batch), cfg.augment, generator)
-            params2 = draw_view_params(len(batch), cfg.augment, generator)
             local = shard(np.arange(len(batch)), ctx)  # ...and applied, on the device, to this rank's rows
             x = data.volumes[batch[local]].to(device)
-            views = torch.cat(
-                [
-                    apply_view(x, select(params1, local), cfg.augment),
-                    apply_view(x, select(params2, local), cfg.augment),
-                ]
-            )
+            view_blocks = []  # two views per subject, drawn anew for every member of an ensemble
+            for _ in range(net.members):
+                params1 = draw_view_params(len(batch), cfg.augment, generator)
+                params2 = draw_view_params(len(batch), cfg.augment, generator)
+                view_blocks.append(apply_view(x, select(params1, local), cfg.augment))
+                view_blocks.append(apply_view(x, select(params2, local), cfg.augment))
+            views = torch.cat(view_blocks)
             if cfg.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last_3d)
             with autocast():
-                out = model(views)
+                out = model(views, member_views=True)
             c1, c2 = out.common_proj.float().chunk(2)
             s1, s2 = out.salient_proj.float().chunk(2)
             rows = batch if gathered else batch[local]

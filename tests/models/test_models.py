@@ -95,3 +95,16 @@ def test_one_member_keeps_the_checkpoint_layout_and_members_refuse_prototypes():
     assert not any(".members." in key for key in keys)  # checkpoints of earlier versions still load
     with pytest.raises(ConfigError, match="members"):
         load_config(None, ["model.members=2", "loss.salient_prototypes=4"])
+
+
+def test_member_views_route_one_block_of_rows_to_each_member():
+    torch.manual_seed(0)
+    overrides = ["model.widths=[4, 8]", "model.salient_dim=5", "model.members=2"]
+    model = build_model(load_config(None, overrides).model).eval()
+    first, second = torch.randn(3, 1, 16, 16, 16), torch.randn(3, 1, 16, 16, 16)
+    out = model(torch.cat([first, second]), member_views=True)
+    members = model.salient_encoder.members
+    torch.testing.assert_close(out.salient_rep, torch.cat([members[0](first), members[1](second)], dim=1))
+    torch.testing.assert_close(  # inference: every member reads the same subjects
+        model.forward_features(first)[1], torch.cat([members[0](first), members[1](first)], dim=1)
+    )
