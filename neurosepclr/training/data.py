@@ -160,27 +160,37 @@ def _chunks(indices: np.ndarray, size: int = 64):
         yield indices[start : start + size]
 
 
-def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Voxel-wise mean and spread (1, 1, D, H, W) of the reference subjects (training controls).
+def _reference_statistics(
+    volumes: torch.Tensor, row_groups: list[np.ndarray]
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Voxel-wise mean (1, 1, D, H, W) of each group of reference rows and their pooled within-group
+    standard deviation, floored at a tenth of its median inside the brain, so voxels where the
+    reference barely varies (edges, background) do not blow up the z-scores. Two passes over chunks
+    of subjects, in float64, so a memory-mapped cohort is never read into RAM at once."""
+    squares = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
+    means = []
+    for rows in row_groups:
+        total = torch.zeros_like(squares)
+        for chunk in _chunks(rows):
+            total += volumes[chunk].double().sum(dim=0, keepdim=True)
+        mean = total / len(rows)
+        for chunk in _chunks(rows):
+            squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
+        means.append(mean)
+    spread = (squares / (sum(len(rows) for rows in row_groups) - len(row_groups))).sqrt()
+    inside = spread > 0
+    floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
+    return means, spread.clamp_min(floor)
 
-    The spread is the standard deviation floored at a tenth of its median inside the brain, so
-    voxels where controls barely vary (edges, background) do not blow up the z-scores. Two passes
-    over chunks of subjects, in float64, so a memory-mapped cohort is never read into RAM at once.
-    """
+
+def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Voxel-wise mean and floored spread (1, 1, D, H, W) of the reference subjects (training
+    controls); see :func:`_reference_statistics`."""
     rows = np.flatnonzero(np.asarray(is_reference))
     if len(rows) < 2:
         raise InputDataError("train.input_norm=controls needs at least 2 training controls")
-    total = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
-    for chunk in _chunks(rows):
-        total += volumes[chunk].double().sum(dim=0, keepdim=True)
-    mean = total / len(rows)
-    squares = torch.zeros_like(total)
-    for chunk in _chunks(rows):
-        squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
-    spread = (squares / (len(rows) - 1)).sqrt()
-    inside = spread > 0
-    floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
-    return mean.float(), spread.clamp_min(floor).float()
+    means, spread = _reference_statistics(volumes, [rows])
+    return means[0].float(), spread.float()
 
 
 def site_control_reference(
@@ -196,25 +206,16 @@ def site_control_reference(
     sites = sites.astype(str).reset_index(drop=True)
     reference = np.asarray(is_reference)
     names = sorted(sites.unique())
-    means, squares, n_reference = [], torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64), 0
+    row_groups = []
     for name in names:
         rows = np.flatnonzero(reference & (sites == name).to_numpy())
         if len(rows) < 2:
             raise InputDataError(
                 f"train.input_norm=site_controls: site {name!r} has {len(rows)} training controls (needs 2)"
             )
-        total = torch.zeros_like(squares)
-        for chunk in _chunks(rows):
-            total += volumes[chunk].double().sum(dim=0, keepdim=True)
-        mean = total / len(rows)
-        for chunk in _chunks(rows):
-            squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
-        means.append(mean)
-        n_reference += len(rows)
-    spread = (squares / (n_reference - len(names))).sqrt()
-    inside = spread > 0
-    floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
-    return torch.cat(means).float(), spread.clamp_min(floor).float(), names
+        row_groups.append(rows)
+    means, spread = _reference_statistics(volumes, row_groups)
+    return torch.cat(means).float(), spread.float(), names
 
 
 def site_indices(table: pd.DataFrame, names: list[str]) -> np.ndarray:
