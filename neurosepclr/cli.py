@@ -194,6 +194,7 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
         k="auto" if args.k == "auto" else int(args.k),
         k_range=_parse_k_range(args.k_range),
         method=args.method,
+        standardise=args.standardise,
         atlases=atlases,
         user_atlases=user_atlases,
         saliency=args.saliency,
@@ -361,6 +362,13 @@ def _add_subtype_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--k-range", default="2-6", metavar="LOW-HIGH", help="K values tried (default 2-6)")
     cmd.add_argument(
         "--method", choices=["kmeans", "gmm"], default="kmeans", help="clustering (default kmeans)"
+    )
+    cmd.add_argument(
+        "--standardise",
+        choices=["controls", "patients"],
+        default="controls",
+        help="controls (default): whiten salient coordinates by the training controls' mean and "
+        "covariance; patients: z-score each coordinate over the training patients",
     )
     cmd.add_argument(
         "--atlas",

@@ -359,6 +359,11 @@ class SubtypeConfig:
     k: int = _opt(0, "number of subtypes; 0: choose K from stability and silhouette", ge=0)
     k_range: list[int] = _opt([2, 6], "smallest and largest K tried when k is 0", ge=2, min_len=2)
     method: Literal["kmeans", "gmm"] = _opt("kmeans", "clustering of standardised salient coordinates")
+    standardise: Literal["controls", "patients"] = _opt(
+        "controls",
+        "controls: whiten salient coordinates by the training controls' mean and covariance "
+        "(Mahalanobis units of normal variability); patients: z-score each coordinate over the patients",
+    )
     atlases: list[str] = _opt(["aal"], "atlases of the region tables (atlases/manifest.tsv)", min_len=1)
     saliency: Literal["integrated_gradients", "smoothgrad", "occlusion"] = _opt(
         "integrated_gradients", "attribution method (captum)"

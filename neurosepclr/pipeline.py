@@ -127,6 +127,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
             k=sub.k or "auto",
             k_range=(sub.k_range[0], sub.k_range[1]),
             method=sub.method,
+            standardise=sub.standardise,
             atlases=list(sub.atlases),
             saliency=sub.saliency,
             checkpoint=sub.checkpoint,

@@ -44,6 +44,7 @@ class SubtypeOptions:
     k: str | int = "auto"
     k_range: tuple[int, int] = (2, 6)
     method: str = "kmeans"
+    standardise: str = "controls"
     atlases: list[str] = field(default_factory=lambda: ["aal"])
     user_atlases: list[tuple[Path, Path]] = field(default_factory=list)
     saliency: str = "integrated_gradients"
@@ -131,6 +132,13 @@ def subtype(
 
     is_target = data.is_target.numpy()
     fit_rows = is_target & (split == "train")
+    reference_rows = ~is_target & (split == "train")
+    if options.standardise == "controls" and reference_rows.sum() < 2:
+        raise InputDataError(
+            f"{run.run_dir}: only {int(reference_rows.sum())} training controls, too few to standardise "
+            "against (use --standardise patients)"
+        )
+    reference = salient[reference_rows] if options.standardise == "controls" else None
     if fit_rows.sum() < 4:
         raise InputDataError(
             f"{run.run_dir}: only {int(fit_rows.sum())} training patients, too few to subtype"
@@ -144,6 +152,8 @@ def subtype(
             options.method,
             options.n_resamples,
             options.seed,
+            options.standardise,
+            reference,
         )
     except ValueError as exc:
         raise InputDataError(f"--k-range {options.k_range[0]}-{options.k_range[1]}: {exc}") from None
@@ -151,8 +161,10 @@ def subtype(
     stability["chosen"] = stability["k"] == k
     _write_tsv(out / "stability.tsv", stability)
 
-    subtyper = SalientSubtyper(k, options.method, confidence=options.confidence, random_state=options.seed)
-    subtyper.fit(salient[fit_rows])
+    subtyper = SalientSubtyper(
+        k, options.method, options.standardise, confidence=options.confidence, random_state=options.seed
+    )
+    subtyper.fit(salient[fit_rows], reference=reference)
     index_names, names = _label_names(subtyper.labels_, k)
     subtypes = _assign(subtyper, salient, base, is_target, index_names, names, options.confidence)
     subtypes["in_training"] = split == "train"

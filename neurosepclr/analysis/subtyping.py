@@ -1,7 +1,9 @@
 """Subtypes of patients in the salient space: a scikit-learn estimator and stability-based choice of K.
 
-:class:`SalientSubtyper` standardises the coordinates with the fitted patients' mean and spread,
-then clusters them with k-means or a Gaussian mixture. ``predict`` assigns new subjects to the
+:class:`SalientSubtyper` standardises the coordinates, either against the controls (whitening by
+their mean and shrunk covariance: distances become Mahalanobis distances in units of normal
+variability) or with the fitted patients' own mean and spread, then clusters them with k-means or
+a Gaussian mixture. ``predict`` assigns new subjects to the
 fitted subtypes without refitting. :func:`stability_table` scores each K by how reproducible the
 clustering is over split-half resamples (mean adjusted Rand index between the two halves' models
 applied to all patients, as HYDRA and Smile-GAN report it) together with the silhouette.
@@ -15,11 +17,34 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 from sklearn.cluster import KMeans
+from sklearn.covariance import LedoitWolf
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
 
 METHODS = ("kmeans", "gmm")
+STANDARDISATIONS = ("controls", "patients", "none")
+
+
+def reference_whitening(reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and whitening matrix W of reference samples: ``(x − mean) @ W`` has identity covariance.
+
+    The covariance is the Ledoit–Wolf shrinkage estimate (well conditioned when the reference has
+    fewer samples than dimensions); with Σ = L Lᵀ (Cholesky), W = L⁻ᵀ so that W Wᵀ = Σ⁻¹ and
+    ‖(x − y) @ W‖ is the Mahalanobis distance under the reference distribution.
+    """
+    estimate = LedoitWolf().fit(reference)
+    lower = np.linalg.cholesky(estimate.covariance_)
+    return estimate.location_, np.linalg.inv(lower).T
+
+
+def _standardisation(standardise) -> str:
+    """Accept the former boolean values (True: patients, False: none) of stored models."""
+    if standardise is True:
+        return "patients"
+    if standardise is False:
+        return "none"
+    return standardise
 
 
 def soft_assignments(sq_distances: np.ndarray, temperature: float) -> np.ndarray:
@@ -37,14 +62,20 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     ----------
     n_subtypes : number of subtypes K.
     method : ``"kmeans"`` or ``"gmm"`` (Gaussian mixture, diagonal covariances).
-    standardise : z-score each coordinate with the fitted subjects' mean and standard deviation.
-    n_init : restarts of the clustering algorithm.
+    standardise : ``"controls"``: whiten with the mean and (Ledoit–Wolf) covariance of the
+        controls' coordinates passed as ``fit(X, reference=controls)`` — the salient space should
+        be null for controls, so the directions in which they still vary are shared variability
+        leaking in, and are scaled down; ``"patients"``: z-score each coordinate with the fitted
+        patients' mean and standard deviation; ``"none"``.
+    n_init : restarts of the clustering algorithm (whitened salient spaces have several near-equal
+        k-means optima: on a demo cohort 10 restarts gave ARI 0.63–0.85 across seeds, 100 gave 0.80).
     confidence : minimum membership probability for a confident assignment.
     random_state : seed.
 
     Attributes
     ----------
-    labels_, cluster_centers_ (in the input coordinates), mean_, scale_, n_features_in_,
+    labels_, cluster_centers_ (in the input coordinates), mean_ and whitening_ (standardised
+    coordinates are ``(X − mean_) @ whitening_``), n_features_in_,
     temperature_ (within-cluster variance, k-means soft assignments), inertia_.
     """
 
@@ -52,8 +83,8 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self,
         n_subtypes: int = 3,
         method: str = "kmeans",
-        standardise: bool = True,
-        n_init: int = 10,
+        standardise: str = "patients",
+        n_init: int = 50,
         confidence: float = 0.7,
         random_state=None,
     ):
@@ -64,16 +95,34 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.confidence = confidence
         self.random_state = random_state
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, reference=None):
+        """Cluster ``X`` (patients); ``reference`` (controls' coordinates) when standardise="controls"."""
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not (isinstance(self.n_subtypes, int | np.integer) and 1 <= self.n_subtypes <= len(X)):
             raise ValueError(f"n_subtypes must be an integer in [1, {len(X)}], got {self.n_subtypes!r}")
-        self.mean_ = X.mean(axis=0) if self.standardise else np.zeros(X.shape[1])
-        scale = X.std(axis=0) if self.standardise else np.ones(X.shape[1])
-        self.scale_ = np.where(scale > 1e-12, scale, 1.0)
-        Z = (X - self.mean_) / self.scale_
+        standardise = _standardisation(self.standardise)
+        if standardise not in STANDARDISATIONS:
+            raise ValueError(f"standardise must be one of {STANDARDISATIONS}, got {self.standardise!r}")
+        if standardise == "controls":
+            if reference is None:
+                raise ValueError(
+                    'standardise="controls" needs the controls\' coordinates: fit(X, reference=...)'
+                )
+            reference = np.asarray(reference, dtype=np.float64)
+            if reference.ndim != 2 or reference.shape[1] != X.shape[1] or len(reference) < 2:
+                raise ValueError(
+                    f"reference must be at least 2 rows of {X.shape[1]} coordinates, got {reference.shape}"
+                )
+            self.mean_, self.whitening_ = reference_whitening(reference)
+        elif standardise == "patients":
+            scale = X.std(axis=0)
+            self.mean_ = X.mean(axis=0)
+            self.whitening_ = np.diag(1.0 / np.where(scale > 1e-12, scale, 1.0))
+        else:
+            self.mean_, self.whitening_ = np.zeros(X.shape[1]), np.eye(X.shape[1])
+        Z = (X - self.mean_) @ self.whitening_
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         if self.method == "kmeans":
             model = KMeans(self.n_subtypes, n_init=self.n_init, random_state=seed).fit(Z)
@@ -92,7 +141,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             self.temperature_ = float(model.covariances_.mean())
             self.inertia_ = float(((Z - centres[model.predict(Z)]) ** 2).sum())
         self._centres_std = centres
-        self.cluster_centers_ = centres * self.scale_ + self.mean_
+        self.cluster_centers_ = np.linalg.solve(self.whitening_.T, centres.T).T + self.mean_
         self._n_features_out = self.n_subtypes
         self.labels_ = self.predict(X)
         return self
@@ -100,7 +149,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     def _standardised(self, X) -> np.ndarray:
         check_is_fitted(self, "cluster_centers_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return (X - self.mean_) / self.scale_
+        return (X - self.mean_) @ self.whitening_
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each subject to each subtype centre (standardised coordinates)."""
@@ -132,8 +181,8 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             return self.transform(X).argmin(axis=1)
         return self.predict_proba(X).argmax(axis=1)
 
-    def fit_predict(self, X, y=None, **kwargs):
-        return self.fit(X).labels_
+    def fit_predict(self, X, y=None, reference=None, **kwargs):
+        return self.fit(X, reference=reference).labels_
 
 
 def subtyper_to_dict(model: SalientSubtyper) -> dict:
@@ -142,7 +191,7 @@ def subtyper_to_dict(model: SalientSubtyper) -> dict:
     return {
         "params": model.get_params(),
         "mean": model.mean_.tolist(),
-        "scale": model.scale_.tolist(),
+        "whitening": model.whitening_.tolist(),
         "centres_standardised": model._centres_std.tolist(),
         "weights": np.asarray(model.weights_).tolist(),
         "variances": np.asarray(model.variances_).tolist(),
@@ -154,11 +203,15 @@ def subtyper_to_dict(model: SalientSubtyper) -> dict:
 def subtyper_from_dict(data: dict) -> SalientSubtyper:
     """Rebuild a fitted :class:`SalientSubtyper` from :func:`subtyper_to_dict`'s output."""
     params = dict(data["params"])
+    params["standardise"] = _standardisation(params.get("standardise", "patients"))
     model = SalientSubtyper(**params)
     model.mean_ = np.asarray(data["mean"], dtype=np.float64)
-    model.scale_ = np.asarray(data["scale"], dtype=np.float64)
+    if "whitening" in data:
+        model.whitening_ = np.asarray(data["whitening"], dtype=np.float64)
+    else:  # written before the controls reference existed: a per-coordinate scale
+        model.whitening_ = np.diag(1.0 / np.asarray(data["scale"], dtype=np.float64))
     model._centres_std = np.asarray(data["centres_standardised"], dtype=np.float64)
-    model.cluster_centers_ = model._centres_std * model.scale_ + model.mean_
+    model.cluster_centers_ = np.linalg.solve(model.whitening_.T, model._centres_std.T).T + model.mean_
     model.weights_ = np.asarray(data["weights"], dtype=np.float64)
     model.variances_ = np.asarray(data["variances"], dtype=np.float64)
     model.temperature_ = float(data["temperature"])
@@ -174,12 +227,16 @@ def stability_table(
     method: str = "kmeans",
     n_resamples: int = 20,
     random_state: int = 0,
+    standardise: str = "patients",
+    reference: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """One row per K: split-half stability (mean and SD of ARI) and silhouette of the full fit.
 
     For each resample the patients are split into two random halves; a subtyper fitted on each half
     labels every patient, and the ARI between the two labelings measures reproducibility. K is
     chosen by the mean of stability and silhouette (both in [−1, 1]); ``chosen`` marks it.
+    ``standardise`` and ``reference`` are passed to every :class:`SalientSubtyper` fit; the
+    silhouette is computed in the standardised coordinates.
     """
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(random_state)
@@ -192,14 +249,14 @@ def stability_table(
             order = rng.permutation(len(X))
             halves = order[: len(X) // 2], order[len(X) // 2 :]
             labels = [
-                SalientSubtyper(k, method, n_init=5, random_state=int(rng.integers(2**31)))
-                .fit(X[half])
+                SalientSubtyper(k, method, standardise, n_init=10, random_state=int(rng.integers(2**31)))
+                .fit(X[half], reference=reference)
                 .predict(X)
                 for half in halves
             ]
             aris.append(adjusted_rand_score(*labels))
-        full = SalientSubtyper(k, method, random_state=random_state).fit(X)
-        Z = (X - full.mean_) / full.scale_
+        full = SalientSubtyper(k, method, standardise, random_state=random_state).fit(X, reference=reference)
+        Z = full._standardised(X)
         silhouette = float(silhouette_score(Z, full.labels_)) if len(set(full.labels_)) > 1 else float("nan")
         rows.append(
             {

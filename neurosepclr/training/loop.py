@@ -451,7 +451,14 @@ def train(
                     net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
                 )
                 scores = probe_scores(common, salient, data.table, split, truth, config.seed)
-                scores |= cluster_structure(salient, data.table, split, _k_values(config), config.seed)
+                scores |= cluster_structure(
+                    salient,
+                    data.table,
+                    split,
+                    _k_values(config),
+                    config.seed,
+                    standardise=config.subtype.standardise,
+                )
                 record |= {k: round(v, 4) for k, v in scores.items()}
                 score = _selection_score(scores, cfg.select)
                 if score > best["score"]:

@@ -95,19 +95,31 @@ def cluster_structure(
     k_values: list[int] | range,
     seed: int = 0,
     n_resamples: int = 10,
+    standardise: str = "patients",
 ) -> dict[str, float]:
     """Label-free subtype structure of the training patients' salient coordinates.
 
     The K of ``k_values`` with the best mean of split-half stability and silhouette
     (:func:`neurosepclr.analysis.subtyping.stability_table`, as ``subtype --k auto`` chooses it);
     its ``score`` (that mean, in [−1, 1]) is the ``train.select: clusters`` criterion.
+    ``standardise="controls"`` whitens against the training controls, as ``subtype`` does.
     """
     from neurosepclr.analysis.subtyping import stability_table
 
-    patients = (split == "train") & (table["group"].to_numpy() == "target")
+    target = table["group"].to_numpy() == "target"
+    patients, controls = (split == "train") & target, (split == "train") & ~target
     if not any(2 <= k <= patients.sum() // 2 for k in k_values):
         return {}
-    table_k = stability_table(salient[patients], k_values, n_resamples=n_resamples, random_state=seed)
+    if standardise == "controls" and controls.sum() < 2:
+        return {}
+    table_k = stability_table(
+        salient[patients],
+        k_values,
+        n_resamples=n_resamples,
+        random_state=seed,
+        standardise=standardise,
+        reference=salient[controls] if standardise == "controls" else None,
+    )
     row = table_k.loc[table_k["chosen"]].iloc[0]
     return {
         "train/salient/cluster_k": float(row["k"]),

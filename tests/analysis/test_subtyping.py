@@ -88,3 +88,77 @@ def test_invalid_parameters_are_named():
         SalientSubtyper(2, "spectral").fit(x)
     with pytest.raises(ValueError, match="n_subtypes"):
         SalientSubtyper(100).fit(x)
+
+
+def site_confounded_cohort(seed: int = 0):
+    """Salient coordinates where two sites shift controls and patients alike along four axes (large
+    shared variability), while three subtypes differ along two axes in which controls barely vary."""
+    rng = np.random.default_rng(seed)
+    site_shift = np.array([4.0, 4.0, 4.0, 4.0, 0.0, 0.0])
+
+    def subjects(n, centres):
+        site = rng.integers(0, 2, size=n)
+        label = rng.integers(0, len(centres), size=n)
+        x = np.outer(site - 0.5, site_shift) + centres[label] + rng.normal(scale=0.2, size=(n, 6))
+        return x, label
+
+    subtype_centres = np.zeros((3, 6))
+    subtype_centres[:, 4:] = [[1.5, 0.0], [0.0, 1.5], [-1.5, -1.5]]
+    controls, _ = subjects(80, np.zeros((1, 6)))
+    patients, labels = subjects(90, subtype_centres)
+    return controls, patients, labels
+
+
+def test_controls_whitening_removes_shared_variability_that_patient_scaling_keeps():
+    controls, patients, labels = site_confounded_cohort()
+    fit = np.arange(len(labels)) % 2 == 0
+    by_controls = SalientSubtyper(3, standardise="controls", random_state=0).fit(
+        patients[fit], reference=controls
+    )
+    by_patients = SalientSubtyper(3, standardise="patients", random_state=0).fit(patients[fit])
+    assert adjusted_rand_score(labels[~fit], by_controls.predict(patients[~fit])) == 1.0
+    assert adjusted_rand_score(labels[~fit], by_patients.predict(patients[~fit])) < 0.5  # split by site
+    np.testing.assert_array_equal(by_controls.predict(by_controls.cluster_centers_), np.arange(3))
+
+
+def test_controls_whitening_gives_the_reference_identity_covariance():
+    rng = np.random.default_rng(1)
+    mixing = rng.normal(size=(4, 4))
+    reference = rng.normal(size=(5000, 4)) @ mixing + 3.0
+    model = SalientSubtyper(2, standardise="controls", random_state=0).fit(
+        reference[:50], reference=reference
+    )
+    whitened = model._standardised(reference)
+    np.testing.assert_allclose(whitened.mean(axis=0), 0.0, atol=1e-9)
+    np.testing.assert_allclose(np.cov(whitened.T), np.eye(4), atol=0.05)
+
+
+def test_controls_standardisation_needs_a_matching_reference():
+    x, _ = blobs(10)
+    with pytest.raises(ValueError, match="reference"):
+        SalientSubtyper(2, standardise="controls").fit(x)
+    with pytest.raises(ValueError, match="reference"):
+        SalientSubtyper(2, standardise="controls").fit(x, reference=x[:, :3])
+    with pytest.raises(ValueError, match="standardise"):
+        SalientSubtyper(2, standardise="robust").fit(x)
+
+
+def test_controls_whitened_model_round_trips_and_old_models_still_load():
+    controls, patients, _ = site_confounded_cohort()
+    model = SalientSubtyper(3, standardise="controls", random_state=0).fit(patients, reference=controls)
+    again = subtyper_from_dict(json.loads(json.dumps(subtyper_to_dict(model))))
+    np.testing.assert_allclose(again.predict_proba(patients), model.predict_proba(patients))
+    old = SalientSubtyper(3, standardise="patients", random_state=0).fit(patients)
+    stored = subtyper_to_dict(old)
+    stored["params"]["standardise"] = True  # models written before session 5 stored a boolean and a scale
+    stored["scale"] = (1.0 / np.diag(old.whitening_)).tolist()
+    del stored["whitening"]
+    np.testing.assert_array_equal(subtyper_from_dict(stored).predict(patients), old.predict(patients))
+
+
+def test_stability_table_with_controls_reference_finds_the_subtypes_not_the_sites():
+    controls, patients, _ = site_confounded_cohort()
+    table = stability_table(
+        patients, range(2, 5), n_resamples=6, random_state=0, standardise="controls", reference=controls
+    )
+    assert table.loc[table["chosen"], "k"].item() == 3
