@@ -6,7 +6,13 @@ for training* (the run's validation split):
 
 - salient and common patient-vs-control balanced accuracy (logistic probe fitted on the training split),
 - subtype ARI: :class:`SalientSubtyper` (k-means, K = true number of subtypes) fitted on training
-  patients' salient coordinates, held-out patients assigned by ``predict``.
+  patients' salient coordinates, held-out patients assigned by ``predict``; columns
+  ``subtype_ari_*`` standardise over the training patients (as every result before session 5),
+  ``ctrl_subtype_ari_*`` whiten against the training controls (``subtype.standardise: controls``),
+  ``dir_subtype_ari_*`` also cluster unit-length deviations (``subtype.directions``, the default).
+
+``--rescore`` scores run folders already in OUT again (no training), e.g. after a change of the
+subtyping step.
 
 Usage::
 
@@ -59,10 +65,21 @@ def held_out_scores(frame: pd.DataFrame, truth: pd.DataFrame, seed: int) -> dict
     salient = frame.filter(regex=r"^salient_\d+$").to_numpy()
     patients = frame["group"] == "target"
     k = frame.loc[patients, "subtype"].nunique()
-    model = SalientSubtyper(k, random_state=seed).fit(salient[patients & train_rows])
     held = patients & val_rows
-    out["subtype_ari_heldout"] = adjusted_rand_score(frame.loc[held, "subtype"], model.predict(salient[held]))
-    out["subtype_ari_train"] = adjusted_rand_score(frame.loc[patients & train_rows, "subtype"], model.labels_)
+    for prefix, standardise, directions in (
+        ("", "patients", False),
+        ("ctrl_", "controls", False),
+        ("dir_", "controls", True),
+    ):
+        reference = salient[~patients & train_rows] if standardise == "controls" else None
+        model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=seed)
+        model.fit(salient[patients & train_rows], reference=reference)
+        out[f"{prefix}subtype_ari_heldout"] = adjusted_rand_score(
+            frame.loc[held, "subtype"], model.predict(salient[held])
+        )
+        out[f"{prefix}subtype_ari_train"] = adjusted_rand_score(
+            frame.loc[patients & train_rows, "subtype"], model.labels_
+        )
     out["n_heldout_patients"] = int(held.sum())
     return out
 
@@ -77,12 +94,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None)
     parser.add_argument("--seeds", nargs="*", type=int, default=[0])
     parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--rescore", action="store_true", help="score existing run folders, train nothing")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     variants = yaml.safe_load(args.variants.read_text())
     truth = load_truth(args.truth).table
     args.out.mkdir(parents=True, exist_ok=True)
-    table_path = args.out / "sweep.tsv"
+    table_path = args.out / ("rescore.tsv" if args.rescore else "sweep.tsv")
     for name, overrides in variants.items():
         if args.only and name not in args.only:
             continue
@@ -90,7 +108,11 @@ def main() -> None:
             config = load_config(args.base, [*args.overrides, *(overrides or []), f"seed={seed}"])
             run_dir = args.out / f"{name}_seed{seed}"
             started = time.perf_counter()
-            train(config, args.derivatives, run_dir, force=True, progress=False)
+            if args.rescore:
+                if not (run_dir / "embeddings.tsv").is_file():
+                    continue
+            else:
+                train(config, args.derivatives, run_dir, force=True, progress=False)
             row = {
                 "variant": name,
                 "seed": seed,
@@ -100,7 +122,7 @@ def main() -> None:
                     truth,
                     seed,
                 ),
-                "train_seconds": round(time.perf_counter() - started, 1),
+                "train_seconds": float("nan") if args.rescore else round(time.perf_counter() - started, 1),
                 "steps": config.train.steps,
                 "select": config.train.select,
             }
@@ -120,7 +142,8 @@ def main() -> None:
                 float_format="%.4f",
             )
     results = pd.read_csv(table_path, sep="\t")
-    columns = ["salient_dx_bacc", "common_dx_bacc", "subtype_ari_heldout"]
+    columns = ["salient_dx_bacc", "common_dx_bacc"]
+    columns += [f"{p}subtype_ari_heldout" for p in ("", "ctrl_", "dir_")]
     columns += [f"best_{c}" for c in columns if f"best_{c}" in results]
     summary = results.groupby("variant")[columns].agg(["mean", "std"])
     print(summary.round(3).to_string())

@@ -4,7 +4,9 @@ salient coordinates concatenated (runs of one sweep folder, trained with the sam
     python benchmarks/seed_concat.py SWEEP_OUT TRUTH
 
 k-means (K = true K, :class:`SalientSubtyper`) fitted on training patients, held-out patients by
-``predict``; "all" scores every patient with the same fit.
+``predict``; "all" scores every patient with the same fit. Each line gives both standardisations:
+over the training patients, whitened against the training controls (``subtype.standardise``), and
+also clustering unit-length deviations (``subtype.directions``).
 """
 
 import sys
@@ -31,6 +33,7 @@ def main() -> None:
     table = frames[0].merge(truth, on="participant_id", how="left")
     patients = table["group"].to_numpy() == "target"
     train, held = patients & (split == "train"), patients & (split == "val")
+    controls = ~patients & (split == "train")
     k = table.loc[patients, "subtype"].nunique()
     spaces = {
         run.name: frame.filter(regex=r"^salient_\d+$").to_numpy()
@@ -38,10 +41,14 @@ def main() -> None:
     }
     spaces["concatenated"] = np.hstack(list(spaces.values()))
     for name, x in spaces.items():
-        model = SalientSubtyper(k, random_state=0).fit(x[train])
-        held_ari = adjusted_rand_score(table["subtype"][held], model.predict(x[held]))
-        all_ari = adjusted_rand_score(table["subtype"][patients], model.predict(x[patients]))
-        print(f"{name}: held-out ARI {held_ari:.3f}, all patients {all_ari:.3f}")
+        for standardise in ("patients", "controls"):
+            reference = x[controls] if standardise == "controls" else None
+            model = SalientSubtyper(k, standardise=standardise, random_state=0).fit(
+                x[train], reference=reference
+            )
+            held_ari = adjusted_rand_score(table["subtype"][held], model.predict(x[held]))
+            all_ari = adjusted_rand_score(table["subtype"][patients], model.predict(x[patients]))
+            print(f"{name} ({standardise}): held-out ARI {held_ari:.3f}, all patients {all_ari:.3f}")
 
 
 if __name__ == "__main__":

@@ -195,6 +195,7 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
         k_range=_parse_k_range(args.k_range),
         method=args.method,
         standardise=args.standardise,
+        directions=_directions(args),
         atlases=atlases,
         user_atlases=user_atlases,
         saliency=args.saliency,
@@ -355,6 +356,13 @@ def _add_simulate_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--force", action="store_true", help="replace OUT_DIR if it exists")
 
 
+def _directions(args: argparse.Namespace) -> bool:
+    """--directions defaults to on with --standardise controls and is refused with patients."""
+    if args.directions and args.standardise != "controls":
+        raise UsageError("--directions needs --standardise controls (directions from the controls' mean)")
+    return args.standardise == "controls" if args.directions is None else args.directions
+
+
 def _add_subtype_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="output of neurosepclr train")
     cmd.add_argument("--out", type=Path, help="output folder (default RUN_DIR/subtype)")
@@ -369,6 +377,13 @@ def _add_subtype_options(cmd: argparse.ArgumentParser) -> None:
         default="controls",
         help="controls (default): whiten salient coordinates by the training controls' mean and "
         "covariance; patients: z-score each coordinate over the training patients",
+    )
+    cmd.add_argument(
+        "--directions",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="cluster the direction of each patient's whitened deviation from the controls, not its "
+        "size (default with --standardise controls; not available with patients)",
     )
     cmd.add_argument(
         "--atlas",

@@ -364,6 +364,11 @@ class SubtypeConfig:
         "controls: whiten salient coordinates by the training controls' mean and covariance "
         "(Mahalanobis units of normal variability); patients: z-score each coordinate over the patients",
     )
+    directions: bool = _opt(
+        True,
+        "cluster the direction of each patient's whitened deviation from the controls (unit length), "
+        "not its size; needs standardise: controls",
+    )
     atlases: list[str] = _opt(["aal"], "atlases of the region tables (atlases/manifest.tsv)", min_len=1)
     saliency: Literal["integrated_gradients", "smoothgrad", "occlusion"] = _opt(
         "integrated_gradients", "attribution method (captum)"
@@ -405,6 +410,10 @@ class Config:
     def validate(self, prefix: str) -> None:
         if self.model.members > 1 and self.loss.salient_prototypes:
             raise ConfigError("model.members > 1 cannot be combined with loss.salient_prototypes")
+        if self.subtype.directions and self.subtype.standardise != "controls":
+            raise ConfigError(
+                "subtype.directions: true needs subtype.standardise: controls (set directions: false)"
+            )
 
 
 # --------------------------------------------------------------------------- YAML reading

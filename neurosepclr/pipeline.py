@@ -128,6 +128,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
             k_range=(sub.k_range[0], sub.k_range[1]),
             method=sub.method,
             standardise=sub.standardise,
+            directions=sub.directions,
             atlases=list(sub.atlases),
             saliency=sub.saliency,
             checkpoint=sub.checkpoint,

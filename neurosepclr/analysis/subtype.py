@@ -45,6 +45,7 @@ class SubtypeOptions:
     k_range: tuple[int, int] = (2, 6)
     method: str = "kmeans"
     standardise: str = "controls"
+    directions: bool = True
     atlases: list[str] = field(default_factory=lambda: ["aal"])
     user_atlases: list[tuple[Path, Path]] = field(default_factory=list)
     saliency: str = "integrated_gradients"
@@ -154,6 +155,7 @@ def subtype(
             options.seed,
             options.standardise,
             reference,
+            options.directions,
         )
     except ValueError as exc:
         raise InputDataError(f"--k-range {options.k_range[0]}-{options.k_range[1]}: {exc}") from None
@@ -162,7 +164,12 @@ def subtype(
     _write_tsv(out / "stability.tsv", stability)
 
     subtyper = SalientSubtyper(
-        k, options.method, options.standardise, confidence=options.confidence, random_state=options.seed
+        k,
+        options.method,
+        options.standardise,
+        options.directions,
+        confidence=options.confidence,
+        random_state=options.seed,
     )
     subtyper.fit(salient[fit_rows], reference=reference)
     index_names, names = _label_names(subtyper.labels_, k)

@@ -84,6 +84,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         n_subtypes: int = 3,
         method: str = "kmeans",
         standardise: str = "patients",
+        directions: bool = False,
         n_init: int = 50,
         confidence: float = 0.7,
         random_state=None,
@@ -91,6 +92,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.n_subtypes = n_subtypes
         self.method = method
         self.standardise = standardise
+        self.directions = directions
         self.n_init = n_init
         self.confidence = confidence
         self.random_state = random_state
@@ -105,6 +107,10 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         standardise = _standardisation(self.standardise)
         if standardise not in STANDARDISATIONS:
             raise ValueError(f"standardise must be one of {STANDARDISATIONS}, got {self.standardise!r}")
+        if self.directions and standardise != "controls":
+            raise ValueError(
+                'directions=True needs standardise="controls" (directions from the controls\' mean)'
+            )
         if standardise == "controls":
             if reference is None:
                 raise ValueError(
@@ -122,7 +128,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
             self.whitening_ = np.diag(1.0 / np.where(scale > 1e-12, scale, 1.0))
         else:
             self.mean_, self.whitening_ = np.zeros(X.shape[1]), np.eye(X.shape[1])
-        Z = (X - self.mean_) @ self.whitening_
+        Z = self._project(X)
         seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
         if self.method == "kmeans":
             model = KMeans(self.n_subtypes, n_init=self.n_init, random_state=seed).fit(Z)
@@ -149,7 +155,13 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
     def _standardised(self, X) -> np.ndarray:
         check_is_fitted(self, "cluster_centers_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
-        return (X - self.mean_) @ self.whitening_
+        return self._project(X)
+
+    def _project(self, X: np.ndarray) -> np.ndarray:
+        Z = (X - self.mean_) @ self.whitening_
+        if self.directions:
+            Z = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+        return Z
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each subject to each subtype centre (standardised coordinates)."""
@@ -229,13 +241,14 @@ def stability_table(
     random_state: int = 0,
     standardise: str = "patients",
     reference: np.ndarray | None = None,
+    directions: bool = False,
 ) -> pd.DataFrame:
     """One row per K: split-half stability (mean and SD of ARI) and silhouette of the full fit.
 
     For each resample the patients are split into two random halves; a subtyper fitted on each half
     labels every patient, and the ARI between the two labelings measures reproducibility. K is
     chosen by the mean of stability and silhouette (both in [−1, 1]); ``chosen`` marks it.
-    ``standardise`` and ``reference`` are passed to every :class:`SalientSubtyper` fit; the
+    ``standardise``, ``reference`` and ``directions`` are passed to every :class:`SalientSubtyper` fit; the
     silhouette is computed in the standardised coordinates.
     """
     X = np.asarray(X, dtype=np.float64)
@@ -249,13 +262,16 @@ def stability_table(
             order = rng.permutation(len(X))
             halves = order[: len(X) // 2], order[len(X) // 2 :]
             labels = [
-                SalientSubtyper(k, method, standardise, n_init=10, random_state=int(rng.integers(2**31)))
+                SalientSubtyper(
+                    k, method, standardise, directions, n_init=10, random_state=int(rng.integers(2**31))
+                )
                 .fit(X[half], reference=reference)
                 .predict(X)
                 for half in halves
             ]
             aris.append(adjusted_rand_score(*labels))
-        full = SalientSubtyper(k, method, standardise, random_state=random_state).fit(X, reference=reference)
+        full = SalientSubtyper(k, method, standardise, directions, random_state=random_state)
+        full.fit(X, reference=reference)
         Z = full._standardised(X)
         silhouette = float(silhouette_score(Z, full.labels_)) if len(set(full.labels_)) > 1 else float("nan")
         rows.append(

@@ -458,6 +458,7 @@ def train(
                     _k_values(config),
                     config.seed,
                     standardise=config.subtype.standardise,
+                    directions=config.subtype.directions,
                 )
                 record |= {k: round(v, 4) for k, v in scores.items()}
                 score = _selection_score(scores, cfg.select)

@@ -96,13 +96,15 @@ def cluster_structure(
     seed: int = 0,
     n_resamples: int = 10,
     standardise: str = "patients",
+    directions: bool = False,
 ) -> dict[str, float]:
     """Label-free subtype structure of the training patients' salient coordinates.
 
     The K of ``k_values`` with the best mean of split-half stability and silhouette
     (:func:`neurosepclr.analysis.subtyping.stability_table`, as ``subtype --k auto`` chooses it);
     its ``score`` (that mean, in [−1, 1]) is the ``train.select: clusters`` criterion.
-    ``standardise="controls"`` whitens against the training controls, as ``subtype`` does.
+    ``standardise="controls"`` whitens against the training controls and ``directions`` clusters
+    unit-length deviations, as ``subtype`` does.
     """
     from neurosepclr.analysis.subtyping import stability_table
 
@@ -119,6 +121,7 @@ def cluster_structure(
         random_state=seed,
         standardise=standardise,
         reference=salient[controls] if standardise == "controls" else None,
+        directions=directions,
     )
     row = table_k.loc[table_k["chosen"]].iloc[0]
     return {

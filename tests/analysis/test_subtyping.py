@@ -162,3 +162,33 @@ def test_stability_table_with_controls_reference_finds_the_subtypes_not_the_site
         patients, range(2, 5), n_resamples=6, random_state=0, standardise="controls", reference=controls
     )
     assert table.loc[table["chosen"], "k"].item() == 3
+
+
+def rays_from_controls(seed: int):
+    """Three subtypes of imbalanced sizes, each a direction away from the controls, with severities
+    (lengths) that vary fourfold within a subtype."""
+    rng = np.random.default_rng(seed)
+    controls = rng.normal(size=(100, 5))
+    labels = np.repeat(np.arange(3), [70, 20, 10])
+    severity = rng.uniform(1.5, 9.0, size=len(labels))
+    patients = severity[:, None] * np.eye(5)[labels] + rng.normal(scale=0.3, size=(len(labels), 5))
+    return controls, patients, labels
+
+
+def test_directions_cluster_where_patients_deviate_not_how_far():
+    controls, patients, labels = rays_from_controls(seed=4)
+    by_direction = SalientSubtyper(3, standardise="controls", directions=True, random_state=0)
+    by_position = SalientSubtyper(3, standardise="controls", random_state=0)
+    assert adjusted_rand_score(labels, by_direction.fit(patients, reference=controls).labels_) == 1.0
+    assert (
+        adjusted_rand_score(labels, by_position.fit(patients, reference=controls).labels_) < 0.5
+    )  # severity split
+    unit = by_direction._standardised(patients * 3.0 - 2.0 * by_direction.mean_)  # scaled deviations
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0)
+    assert (by_direction.predict(patients * 3.0 - 2.0 * by_direction.mean_) == by_direction.labels_).all()
+
+
+def test_directions_need_the_controls_reference():
+    _, patients, _ = rays_from_controls(seed=0)
+    with pytest.raises(ValueError, match="directions"):
+        SalientSubtyper(3, standardise="patients", directions=True).fit(patients)
