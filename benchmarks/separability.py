@@ -5,8 +5,12 @@ Three numbers on a preprocessed simulated cohort:
 - **oracle ARI**: k-means / GMM (K = true K) on each patient's mean intensity inside each true
   subtype territory (z-scored against controls). It knows *where* the atrophy is, so it is an upper
   reference for any unsupervised method that summarises regions; its Cohen's d per territory is printed.
+  Also with the patients' vectors scaled to unit length (*directions*: which territories, not how
+  severe, as ``subtype.directions`` clusters the salient space).
 - **contrastive PCA** on voxel z-maps (against training controls) of the training grid, every
-  (α, components, joint PCA size) of a small grid, k-means on patients: best and median ARI.
+  (α, components, joint PCA size) of a small grid, k-means on patients: best and median ARI; and
+  the same with each patient's projection taken from the training controls' mean and scaled to unit
+  length (directions).
 - **supervised subtype probe** (logistic regression on the same z-maps, fitted on training patients,
   scored on held-out patients): is the subtype information present at all at this resolution?
 - **patient-vs-control ceilings**: balanced accuracy of a logistic probe on the oracle territory
@@ -69,27 +73,38 @@ def main() -> None:
         subtype[patients], GaussianMixture(k, n_init=10, random_state=args.seed).fit_predict(z[patients])
     )
     print(f"oracle ARI (territory means, all patients): k-means {oracle_km:.3f}, GMM {oracle_gmm:.3f}")
+    unit = z[patients] / np.linalg.norm(z[patients], axis=1, keepdims=True)
+    oracle_dir = adjusted_rand_score(
+        subtype[patients], KMeans(k, n_init=20, random_state=args.seed).fit_predict(unit)
+    )
+    print(f"oracle ARI, directions (unit-length territory z vectors): k-means {oracle_dir:.3f}")
 
     data = load_derivatives(args.derivatives, args.pool)
     split = stratified_split(data.table["group"], 0.2, args.seed, data.table["participant_id"])
     train = split == "train"
     mean, spread = control_reference(data.volumes, torch.from_numpy(train) & ~data.is_target)
     maps = normalise_to_reference(data.volumes, mean, spread).reshape(len(data), -1).numpy()
-    scores = []
+    scores, direction_scores = [], []
     for alpha in (1.0, 3.0, 10.0, 100.0):
         for n_components in (2, 5):
             for n_joint in (20, 60, 150):
                 model = ContrastivePCA(n_components, alpha, n_joint).fit(maps[train], patients[train])
-                labels = KMeans(k, n_init=10, random_state=args.seed).fit_predict(
-                    model.transform(maps[patients])
-                )
+                projected = model.transform(maps[patients])
+                labels = KMeans(k, n_init=10, random_state=args.seed).fit_predict(projected)
                 scores.append((adjusted_rand_score(subtype[patients], labels), alpha, n_components, n_joint))
-    best = max(scores)
-    print(
-        f"contrastive PCA on control z-maps (pool {args.pool}), all patients: best ARI {best[0]:.3f} "
-        f"(alpha {best[1]}, {best[2]} components, joint PCA {best[3]}), median over the "
-        f"{len(scores)}-point grid {np.median([s[0] for s in scores]):.3f}"
-    )
+                deviation = projected - model.transform(maps[train & ~patients]).mean(axis=0)
+                deviation /= np.maximum(np.linalg.norm(deviation, axis=1, keepdims=True), 1e-12)
+                labels = KMeans(k, n_init=10, random_state=args.seed).fit_predict(deviation)
+                direction_scores.append(
+                    (adjusted_rand_score(subtype[patients], labels), alpha, n_components, n_joint)
+                )
+    for name, grid in (("", scores), (", directions from the controls' mean", direction_scores)):
+        best = max(grid)
+        print(
+            f"contrastive PCA on control z-maps (pool {args.pool}){name}, all patients: best ARI "
+            f"{best[0]:.3f} (alpha {best[1]}, {best[2]} components, joint PCA {best[3]}), median over "
+            f"the {len(grid)}-point grid {np.median([s[0] for s in grid]):.3f}"
+        )
     probe = LogisticRegression(C=0.01, max_iter=3000).fit(maps[patients & train], subtype[patients & train])
     held = patients & ~train
     accuracy = balanced_accuracy_score(subtype[held], probe.predict(maps[held]))
