@@ -41,6 +41,15 @@ def test_usage_errors_exit_64_with_one_line(capsys):
     assert main([]) == 64
 
 
+def test_subtype_directions_follow_the_standardisation_and_are_refused_with_patients(tmp_path, capsys):
+    assert main(["subtype", str(tmp_path), "--standardise", "patients", "--directions"]) == 64
+    err = capsys.readouterr().err
+    assert "--directions needs --standardise controls" in err and err.count("\n") == 1
+    # without --directions, patients turns directions off and the command goes on to the run folder
+    assert main(["subtype", str(tmp_path), "--standardise", "patients"]) == 66
+    assert "not a run folder" in capsys.readouterr().err
+
+
 def test_config_errors_exit_78_without_traceback(capsys):
     assert main(["config", "--set", "loss.bogus=1"]) == 78
     err = capsys.readouterr().err

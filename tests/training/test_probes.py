@@ -51,6 +51,23 @@ def test_cluster_structure_finds_k_and_prefers_structured_spaces():
     assert _selection_score(clustered, "clusters") == clustered["train/salient/cluster_score"]
 
 
+def test_cluster_structure_relative_to_controls_ignores_a_shared_site_split():
+    rng = np.random.default_rng(2)
+    n = 240
+    table, split = _cohort(n)
+    patients = np.flatnonzero(table["group"].to_numpy() == "target")
+    salient = rng.normal(0, 0.2, (n, 6))
+    salient[:, :3] += np.where(rng.random(n) < 0.5, -3.0, 3.0)[:, None]  # two sites, everyone alike
+    for k in range(3):  # three subtypes: directions away from the controls on axes 3-5
+        salient[patients[k::3], k + 3] += rng.uniform(1.5, 4.0, len(patients[k::3]))
+    by_controls = cluster_structure(
+        salient, table, split, range(2, 6), standardise="controls", directions=True
+    )
+    by_patients = cluster_structure(salient, table, split, range(2, 6))
+    assert by_controls["train/salient/cluster_k"] == 3
+    assert by_patients["train/salient/cluster_k"] != 3
+
+
 def test_cluster_structure_is_empty_when_no_k_fits_and_selection_then_never_wins():
     table, split = _cohort(6)
     assert cluster_structure(np.zeros((6, 2)), table, split, [3]) == {}
