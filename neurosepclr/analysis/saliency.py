@@ -5,6 +5,9 @@ representation from the background's null point, ``‖s(x) − s̄_bg‖₂`` wh
 salient representation of the training controls. SepCLR's information-less background term pulls
 controls' ``s`` to one point (method.md, eq. for L_BG); the distance from it is how "patient-like"
 the model finds the image, so its attribution answers *which voxels make this subject salient*.
+With ``whitening`` W (the controls' whitening of ``subtype.standardise: controls``) the distance is
+``‖(s(x) − s̄_bg) W‖₂``, the Mahalanobis distance from the controls — the metric the subtypes were
+found in, so directions in which controls themselves vary (site, anatomy) count for less.
 
 **Methods.** ``integrated_gradients`` (captum ``IntegratedGradients``, baseline = the controls' mean
 input, i.e. zeros after ``train.input_norm=controls``), ``smoothgrad`` (captum ``NoiseTunnel`` over
@@ -26,16 +29,20 @@ METHODS = ("integrated_gradients", "smoothgrad", "occlusion")
 
 
 class DistanceFromBackground(torch.nn.Module):
-    """``x ↦ ‖s(x) − s̄_bg‖₂``, one scalar per volume (the attribution target)."""
+    """``x ↦ ‖(s(x) − s̄_bg) W‖₂`` (W = identity unless given), one scalar per volume (the target)."""
 
-    def __init__(self, model: torch.nn.Module, background_point: torch.Tensor):
+    def __init__(
+        self, model: torch.nn.Module, background_point: torch.Tensor, whitening: torch.Tensor | None = None
+    ):
         super().__init__()
         self.model = model
         self.register_buffer("background_point", background_point.detach().clone())
+        eye = torch.eye(len(background_point), dtype=background_point.dtype)
+        self.register_buffer("whitening", (eye if whitening is None else whitening).detach().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _, salient = self.model.forward_features(x)
-        return torch.linalg.vector_norm(salient - self.background_point, dim=1)
+        return torch.linalg.vector_norm((salient - self.background_point) @ self.whitening, dim=1)
 
 
 def attribute(
@@ -44,6 +51,7 @@ def attribute(
     background_point: torch.Tensor,
     baseline: torch.Tensor,
     method: str = "integrated_gradients",
+    whitening: torch.Tensor | None = None,
     batch_size: int = 8,
     n_steps: int = 24,
     smoothgrad_samples: int = 16,
@@ -56,7 +64,7 @@ def attribute(
 
     if method not in METHODS:
         raise ValueError(f"saliency method must be one of {', '.join(METHODS)}, got {method!r}")
-    target = DistanceFromBackground(model, background_point).to(device).eval()
+    target = DistanceFromBackground(model, background_point, whitening).to(device).eval()
     for parameter in target.parameters():
         parameter.requires_grad_(False)
     baseline = baseline.to(device)

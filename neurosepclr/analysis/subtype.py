@@ -195,10 +195,19 @@ def subtype(
 
     train_controls = ~is_target & (split == "train")
     background_point = torch.from_numpy(salient[train_controls].mean(axis=0)).float()
+    whitening = None
+    if options.standardise == "controls":  # the controls' metric the subtypes were found in
+        whitening = torch.from_numpy(subtyper.whitening_).float()
     baseline = data.volumes[torch.from_numpy(train_controls)].mean(dim=0, keepdim=True)
     log.info("saliency (%s) of %d subjects", options.saliency, len(data))
     attributions = attribute(
-        model, data.volumes, background_point, baseline, method=options.saliency, device=device
+        model,
+        data.volumes,
+        background_point,
+        baseline,
+        method=options.saliency,
+        whitening=whitening,
+        device=device,
     )
     labels = subtypes["subtype"].to_numpy(dtype=object)
     maps = group_maps(attributions, labels, control_rows=~is_target)

@@ -60,6 +60,32 @@ def test_integrated_gradients_are_complete():
     np.testing.assert_allclose(result.reshape(2, -1).sum(axis=1), expected, rtol=2e-2, atol=1e-4)
 
 
+class TwoBoxModel(torch.nn.Module):
+    """Salient coordinate 0 reads box A, coordinate 1 reads box B."""
+
+    def forward_features(self, x):
+        a = x[:, 0, 0:2, 0:2, 0:2].flatten(1).mean(dim=1)
+        b = x[:, 0, 4:6, 3:5, 5:7].flatten(1).mean(dim=1)
+        return torch.zeros(len(x), 1), torch.stack([a, b], dim=1)
+
+
+def test_controls_whitening_moves_attribution_away_from_what_controls_vary_in():
+    torch.manual_seed(2)
+    x = torch.randn(4, 1, 6, 5, 7) + 1.0
+    baseline, point = torch.zeros(1, 1, 6, 5, 7), torch.zeros(2)
+    box_a = np.zeros((6, 5, 7), bool)
+    box_a[0:2, 0:2, 0:2] = True
+    share_a = []
+    for whitening in (None, torch.diag(torch.tensor([0.1, 1.0]))):  # controls vary 10x more along A
+        result = np.abs(attribute(TwoBoxModel(), x, point, baseline, whitening=whitening, n_steps=64))
+        share_a.append(result[:, box_a].sum() / result.sum())
+        target = DistanceFromBackground(TwoBoxModel(), point, whitening)
+        expected = (target(x) - target(baseline.expand_as(x))).detach().numpy()
+        signed = attribute(TwoBoxModel(), x, point, baseline, whitening=whitening, n_steps=64)
+        np.testing.assert_allclose(signed.reshape(4, -1).sum(axis=1), expected, rtol=2e-2, atol=1e-4)
+    assert share_a[0] > 0.2 and share_a[1] < share_a[0] / 5
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="saliency method"):
         attribute(
