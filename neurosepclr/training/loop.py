@@ -450,7 +450,16 @@ def train(
                 common, salient = representations(
                     net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
                 )
-                scores = probe_scores(common, salient, data.table, split, truth, config.seed)
+                scores = probe_scores(
+                    common,
+                    salient,
+                    data.table,
+                    split,
+                    truth,
+                    config.seed,
+                    standardise=config.subtype.standardise,
+                    directions=config.subtype.directions,
+                )
                 scores |= cluster_structure(
                     salient,
                     data.table,

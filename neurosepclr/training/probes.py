@@ -2,7 +2,8 @@
 
 Probes are fitted on the training split and scored on the validation split, with the model in eval
 mode: patient vs control balanced accuracy and age R² for each space, and, when the cohort's truth
-is known, the adjusted Rand index of k-means on validation patients' salient representations.
+is known, the adjusted Rand index of the validation patients' subtypes assigned by a subtyper
+fitted on the training patients (as ``subtype`` does).
 :func:`cluster_structure` needs no labels: how reproducibly the training patients' salient
 coordinates cluster (split-half stability and silhouette), the criterion of ``train.select: clusters``.
 """
@@ -12,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.cluster import KMeans
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, r2_score
 from sklearn.pipeline import make_pipeline
@@ -61,8 +61,15 @@ def probe_scores(
     split: np.ndarray,
     truth: pd.DataFrame | None = None,
     seed: int = 0,
+    standardise: str = "patients",
+    directions: bool = False,
 ) -> dict[str, float]:
-    """Validation probe scores for both spaces (names like ``val/salient/diagnosis_bacc``)."""
+    """Validation probe scores for both spaces (names like ``val/salient/diagnosis_bacc``).
+
+    With ``truth``, ``val/salient/kmeans_ari`` is the ARI of the held-out patients' subtypes as
+    assigned by a :class:`~neurosepclr.analysis.subtyping.SalientSubtyper` (K = true K, the given
+    standardisation) fitted on the training patients — what ``subtype`` and ``evaluate`` report.
+    """
     train, val = split == "train", split == "val"
     group = table["group"].to_numpy()
     scores: dict[str, float] = {}
@@ -79,12 +86,18 @@ def probe_scores(
             truth[["participant_id", "subtype"]], on="participant_id", how="left"
         )
         subtype = merged["subtype"].to_numpy()
-        patients = val & (group == "target") & pd.notna(subtype)
-        k = len(set(subtype[(group == "target") & pd.notna(subtype)]))
-        if patients.sum() > k >= 2:
-            z = StandardScaler().fit_transform(salient[patients])
-            labels = KMeans(k, n_init=10, random_state=seed).fit_predict(z)
-            scores["val/salient/kmeans_ari"] = float(adjusted_rand_score(subtype[patients], labels))
+        known = (group == "target") & pd.notna(subtype)
+        fit_rows, held = train & known, val & known
+        references = train & (group != "target")
+        k = len(set(subtype[known]))
+        enough_controls = standardise != "controls" or references.sum() >= 2
+        if held.sum() > k >= 2 and fit_rows.sum() >= k and enough_controls:
+            from neurosepclr.analysis.subtyping import SalientSubtyper
+
+            model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=seed)
+            model.fit(salient[fit_rows], reference=salient[references] if standardise == "controls" else None)
+            labels = model.predict(salient[held])
+            scores["val/salient/kmeans_ari"] = float(adjusted_rand_score(subtype[held], labels))
     return scores
 
 

@@ -27,6 +27,8 @@ def test_probe_scores_on_structured_representations():
     assert scores["val/common/diagnosis_bacc"] == pytest.approx(0.5, abs=0.15)
     assert scores["val/common/age_r2"] > 0.9 and scores["val/salient/age_r2"] < 0.2
     assert scores["val/salient/kmeans_ari"] > 0.95
+    relative = probe_scores(common, salient, table, split, truth, standardise="controls", directions=True)
+    assert relative["val/salient/kmeans_ari"] > 0.95
 
 
 def _cohort(n: int) -> tuple[pd.DataFrame, np.ndarray]:
