@@ -67,6 +67,10 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         be null for controls, so the directions in which they still vary are shared variability
         leaking in, and are scaled down; ``"patients"``: z-score each coordinate with the fitted
         patients' mean and standard deviation; ``"none"``.
+    directions : cluster the *direction* of each patient's whitened deviation from the controls'
+        mean (unit-length coordinates), not its length: subtypes that differ in where the disease
+        acts, not in how severe it is — the geometry of HYDRA's polytope of hyperplanes around the
+        controls. Needs ``standardise="controls"``.
     n_init : restarts of the clustering algorithm (whitened salient spaces have several near-equal
         k-means optima: on a demo cohort 10 restarts gave ARI 0.63–0.85 across seeds, 100 gave 0.80).
     confidence : minimum membership probability for a confident assignment.
@@ -248,8 +252,8 @@ def stability_table(
     For each resample the patients are split into two random halves; a subtyper fitted on each half
     labels every patient, and the ARI between the two labelings measures reproducibility. K is
     chosen by the mean of stability and silhouette (both in [−1, 1]); ``chosen`` marks it.
-    ``standardise``, ``reference`` and ``directions`` are passed to every :class:`SalientSubtyper` fit; the
-    silhouette is computed in the standardised coordinates.
+    ``standardise``, ``reference`` and ``directions`` are passed to every :class:`SalientSubtyper`
+    fit; the silhouette is computed in the standardised coordinates.
     """
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(random_state)
