@@ -139,6 +139,13 @@ def subtype(
             f"{run.run_dir}: only {int(reference_rows.sum())} training controls, too few to standardise "
             "against (use --standardise patients)"
         )
+    if options.standardise == "controls" and reference_rows.sum() < 2 * salient.shape[1]:
+        log.warning(
+            "%d training controls for a %d-dimensional salient space: the controls' covariance is "
+            "poorly estimated; compare with --standardise patients (docs/training.md)",
+            int(reference_rows.sum()),
+            salient.shape[1],
+        )
     reference = salient[reference_rows] if options.standardise == "controls" else None
     if fit_rows.sum() < 4:
         raise InputDataError(
