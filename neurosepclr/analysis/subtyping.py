@@ -21,6 +21,7 @@ from sklearn.covariance import LedoitWolf
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
+from threadpoolctl import threadpool_limits
 
 METHODS = ("kmeans", "gmm")
 STANDARDISATIONS = ("controls", "patients", "none")
@@ -255,6 +256,13 @@ def stability_table(
     ``standardise``, ``reference`` and ``directions`` are passed to every :class:`SalientSubtyper`
     fit; the silhouette is computed in the standardised coordinates.
     """
+    with threadpool_limits(limits=1):  # hundreds of tiny fits: threads cost more than they give (3x)
+        return _stability_table(
+            X, k_values, method, n_resamples, random_state, standardise, reference, directions
+        )
+
+
+def _stability_table(X, k_values, method, n_resamples, random_state, standardise, reference, directions):
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(random_state)
     rows = []
