@@ -17,7 +17,10 @@ from neurosepclr.analysis.subtyping import (
 
 
 @parametrize_with_checks(
-    [SalientSubtyper(2, "kmeans", random_state=0), SalientSubtyper(2, "gmm", random_state=0)]
+    [
+        SalientSubtyper(2, "kmeans", n_init=5, random_state=0),
+        SalientSubtyper(2, "gmm", n_init=5, random_state=0),
+    ]
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
