@@ -71,9 +71,8 @@ def held_out_scores(frame: pd.DataFrame, truth: pd.DataFrame, seed: int) -> dict
         ("ctrl_", "controls", False),
         ("dir_", "controls", True),
     ):
-        reference = salient[~patients & train_rows] if standardise == "controls" else None
         model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=seed)
-        model.fit(salient[patients & train_rows], reference=reference)
+        model.fit(salient[patients & train_rows], reference=salient[~patients & train_rows])
         out[f"{prefix}subtype_ari_heldout"] = adjusted_rand_score(
             frame.loc[held, "subtype"], model.predict(salient[held])
         )

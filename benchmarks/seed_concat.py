@@ -42,9 +42,8 @@ def main() -> None:
     spaces["concatenated"] = np.hstack(list(spaces.values()))
     for name, x in spaces.items():
         for standardise, directions in (("patients", False), ("controls", False), ("controls", True)):
-            reference = x[controls] if standardise == "controls" else None
             model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=0)
-            model.fit(x[train], reference=reference)
+            model.fit(x[train], reference=x[controls])
             standardise += " + directions" if directions else ""
             held_ari = adjusted_rand_score(table["subtype"][held], model.predict(x[held]))
             all_ari = adjusted_rand_score(table["subtype"][patients], model.predict(x[patients]))

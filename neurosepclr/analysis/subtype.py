@@ -133,20 +133,20 @@ def subtype(
 
     is_target = data.is_target.numpy()
     fit_rows = is_target & (split == "train")
-    reference_rows = ~is_target & (split == "train")
-    if options.standardise == "controls" and reference_rows.sum() < 2:
+    train_controls = ~is_target & (split == "train")
+    if options.standardise == "controls" and train_controls.sum() < 2:
         raise InputDataError(
-            f"{run.run_dir}: only {int(reference_rows.sum())} training controls, too few to standardise "
+            f"{run.run_dir}: only {int(train_controls.sum())} training controls, too few to standardise "
             "against (use --standardise patients)"
         )
-    if options.standardise == "controls" and reference_rows.sum() < 2 * salient.shape[1]:
+    if options.standardise == "controls" and train_controls.sum() < 2 * salient.shape[1]:
         log.warning(
             "%d training controls for a %d-dimensional salient space: the controls' covariance is "
             "poorly estimated; compare with --standardise patients (docs/training.md)",
-            int(reference_rows.sum()),
+            int(train_controls.sum()),
             salient.shape[1],
         )
-    reference = salient[reference_rows] if options.standardise == "controls" else None
+    reference = salient[train_controls]  # used by the subtyper only with standardise="controls"
     if fit_rows.sum() < 4:
         raise InputDataError(
             f"{run.run_dir}: only {int(fit_rows.sum())} training patients, too few to subtype"
@@ -200,7 +200,6 @@ def subtype(
     # saliency: attribution of the distance from the background's null point
     from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table
 
-    train_controls = ~is_target & (split == "train")
     background_point = torch.from_numpy(salient[train_controls].mean(axis=0)).float()
     whitening = None
     if options.standardise == "controls":  # the controls' metric the subtypes were found in

@@ -103,7 +103,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.random_state = random_state
 
     def fit(self, X, y=None, reference=None):
-        """Cluster ``X`` (patients); ``reference`` (controls' coordinates) when standardise="controls"."""
+        """Cluster ``X`` (patients); ``reference``: controls' coordinates, used if standardise="controls"."""
         X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
@@ -238,6 +238,7 @@ def subtyper_from_dict(data: dict) -> SalientSubtyper:
     return model
 
 
+@threadpool_limits.wrap(limits=1)  # hundreds of tiny fits: threads cost more than they give (3x)
 def stability_table(
     X: np.ndarray,
     k_values: list[int] | range,
@@ -256,13 +257,6 @@ def stability_table(
     ``standardise``, ``reference`` and ``directions`` are passed to every :class:`SalientSubtyper`
     fit; the silhouette is computed in the standardised coordinates.
     """
-    with threadpool_limits(limits=1):  # hundreds of tiny fits: threads cost more than they give (3x)
-        return _stability_table(
-            X, k_values, method, n_resamples, random_state, standardise, reference, directions
-        )
-
-
-def _stability_table(X, k_values, method, n_resamples, random_state, standardise, reference, directions):
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(random_state)
     rows = []

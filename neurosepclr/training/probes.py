@@ -95,7 +95,7 @@ def probe_scores(
             from neurosepclr.analysis.subtyping import SalientSubtyper
 
             model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=seed)
-            model.fit(salient[fit_rows], reference=salient[references] if standardise == "controls" else None)
+            model.fit(salient[fit_rows], reference=salient[references])
             labels = model.predict(salient[held])
             scores["val/salient/kmeans_ari"] = float(adjusted_rand_score(subtype[held], labels))
     return scores
@@ -133,7 +133,7 @@ def cluster_structure(
         n_resamples=n_resamples,
         random_state=seed,
         standardise=standardise,
-        reference=salient[controls] if standardise == "controls" else None,
+        reference=salient[controls],
         directions=directions,
     )
     row = table_k.loc[table_k["chosen"]].iloc[0]
