@@ -16,6 +16,12 @@ Three numbers on a preprocessed simulated cohort:
 - **patient-vs-control ceilings**: balanced accuracy of a logistic probe on the oracle territory
   means and on the z-maps (fitted on training subjects, scored on held-out ones): what a salient
   diagnosis probe can hope for on this cohort.
+- **best-case oracle and supervised ceilings**: the territory means weighted by the template's
+  grey-matter probability and adjusted for age, sex, site and global intensity by a regression
+  fitted on controls (W-scores), clustered as above; then what a *supervised* logistic probe reaches
+  on those features (5-fold cross-validated predictions): subtype ARI, and patient-vs-control
+  balanced accuracy with the features' minimum added (a patient is low in *one* territory). No
+  unsupervised method is expected above these numbers on the same cohort.
 
     python benchmarks/separability.py DERIVATIVES TRUTH [--pool 3] [--seed 0]
 """
@@ -26,20 +32,47 @@ import argparse
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import torch
 from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import cross_val_predict
 
 from neurosepclr.analysis.baselines import ContrastivePCA
 from neurosepclr.analysis.evaluate import _resample_like, load_truth
+from neurosepclr.data.template import load_template
 from neurosepclr.training.data import (
     control_reference,
     load_derivatives,
     normalise_to_reference,
     stratified_split,
 )
+
+
+def territory_means(volumes: torch.Tensor, masks: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
+    """(subjects, territories): each image's ``weight``-weighted mean intensity inside each mask."""
+    columns = []
+    for mask in masks:
+        w = torch.from_numpy((mask * weight).astype(np.float32))
+        columns.append(((volumes * w).sum(dim=(1, 2, 3)) / w.sum()).numpy())
+    return np.column_stack(columns)
+
+
+def covariate_residual_z(x: np.ndarray, table: pd.DataFrame, global_mean: np.ndarray, controls) -> np.ndarray:
+    """W-scores: residuals of a regression on age, sex, site and global intensity fitted on
+    controls, in units of the controls' residual standard deviation."""
+    design = np.column_stack(
+        [
+            table["age"].to_numpy(float),
+            (table["sex"] == "M").to_numpy(float),
+            pd.get_dummies(table["site"]).to_numpy(float)[:, 1:],
+            global_mean,
+        ]
+    )
+    residual = x - LinearRegression().fit(design[controls], x[controls]).predict(design)
+    return residual / residual[controls].std(axis=0)
 
 
 def main() -> None:
@@ -79,6 +112,39 @@ def main() -> None:
     )
     print(f"oracle ARI, directions (unit-length territory z vectors): k-means {oracle_dir:.3f}")
 
+    template = load_template(float(abs(full.affine[0, 0])))
+    grey = _resample_like(nib.Nifti1Image(template.gm, template.affine), reference, order=1)
+    inside = [_resample_like(mask, reference, order=0) > 0.5 for mask in truth.masks.values()]
+    volumes = full.volumes[:, 0]
+    brain = torch.from_numpy(grey > 0.1)
+    w = covariate_residual_z(
+        territory_means(volumes, inside, grey), full.table, volumes[:, brain].mean(dim=1).numpy(), ~patients
+    )
+    effects = [round(float(w[patients & (subtype == s), j].mean()), 2) for j, s in enumerate(truth.masks)]
+    best_km = adjusted_rand_score(
+        subtype[patients], KMeans(k, n_init=20, random_state=args.seed).fit_predict(w[patients])
+    )
+    unit = w[patients] / np.linalg.norm(w[patients], axis=1, keepdims=True)
+    best_dir = adjusted_rand_score(
+        subtype[patients], KMeans(k, n_init=20, random_state=args.seed).fit_predict(unit)
+    )
+    print(
+        f"best-case oracle (grey-matter-weighted territory W-scores: age, sex, site, global intensity "
+        f"regressed out on controls): own-territory effects {effects}, k-means ARI {best_km:.3f}, "
+        f"directions {best_dir:.3f}"
+    )
+    folds = 5
+    supervised = cross_val_predict(
+        LogisticRegression(max_iter=3000), w[patients], subtype[patients], cv=folds
+    )
+    with_minimum = np.column_stack([w, w.min(axis=1)])
+    dx = cross_val_predict(LogisticRegression(max_iter=3000), with_minimum, patients, cv=folds)
+    print(
+        f"supervised ceilings on those features ({folds}-fold cross-validated): subtype ARI "
+        f"{adjusted_rand_score(subtype[patients], supervised):.3f}, patient-vs-control balanced accuracy "
+        f"{balanced_accuracy_score(patients, dx):.3f}"
+    )
+
     data = load_derivatives(args.derivatives, args.pool)
     split = stratified_split(data.table["group"], 0.2, args.seed, data.table["participant_id"])
     train = split == "train"
@@ -108,7 +174,11 @@ def main() -> None:
     probe = LogisticRegression(C=0.01, max_iter=3000).fit(maps[patients & train], subtype[patients & train])
     held = patients & ~train
     accuracy = balanced_accuracy_score(subtype[held], probe.predict(maps[held]))
-    print(f"supervised subtype probe on z-maps, held-out patients: balanced accuracy {accuracy:.3f}")
+    ari = adjusted_rand_score(subtype[held], probe.predict(maps[held]))
+    print(
+        f"supervised subtype probe on z-maps, held-out patients: balanced accuracy {accuracy:.3f}, "
+        f"ARI {ari:.3f}"
+    )
     full_split = (
         stratified_split(full.table["group"], 0.2, args.seed, full.table["participant_id"]) == "train"
     )

@@ -38,7 +38,7 @@ def _opt(default: Any, help: str, **bounds: Any) -> Any:
     return field(default=default, metadata={"help": help, **bounds})
 
 
-CommonObjective = Literal["infomax", "y_aware", "conditional", "decoupled"]
+CommonObjective = Literal["infomax", "nt_xent", "y_aware", "conditional", "decoupled"]
 
 
 @dataclass
@@ -58,8 +58,9 @@ class LossConfig:
     lambda_jem: float = _opt(10.0, "weight λ of the k-JEM independence term", ge=0)
     common: CommonObjective = _opt(
         "infomax",
-        "common-space objective: infomax (SepCLR L_C), y_aware (y-Aware InfoNCE), conditional "
-        "(kernel-conditioned alignment/uniformity) or decoupled (decoupled uniformity)",
+        "common-space objective: infomax (SepCLR L_C), nt_xent (SimCLR's NT-Xent; with beta_s = "
+        "beta_reg = lambda_jem = 0 the single-space SimCLR baseline), y_aware (y-Aware InfoNCE), "
+        "conditional (kernel-conditioned alignment/uniformity) or decoupled (decoupled uniformity)",
     )
     metadata: list[str] = _opt(
         [], "participants.tsv columns whose RBF kernel conditions the common objective (age, sex…)"

@@ -38,6 +38,7 @@ from neurosepclr.objectives.terms import (
     align,
     background_energy,
     k_jem,
+    nt_xent,
     null_background,
     swapped_prototype_loss,
     uniform,
@@ -76,6 +77,16 @@ class InfoMaxCommon:
 
     def __call__(self, c1: Tensor, c2: Tensor, metadata: Tensor | None = None) -> Tensor:
         return align(c1, c2, self.tau) + uniform(c1, self.tau) + uniform(c2, self.tau)
+
+
+@dataclass(frozen=True)
+class NTXentCommon:
+    """SimCLR's NT-Xent on the common space (2B − 2 negatives per anchor); ignores meta-data."""
+
+    tau: float = 0.5
+
+    def __call__(self, c1: Tensor, c2: Tensor, metadata: Tensor | None = None) -> Tensor:
+        return nt_xent(c1, c2, self.tau)
 
 
 def _require_metadata(metadata: Tensor | None, name: str, batch: int) -> Tensor:
@@ -288,6 +299,8 @@ def loss_from_config(cfg) -> SepCLRLoss:
     common: CommonObjective
     if cfg.common == "infomax":
         common = InfoMaxCommon(cfg.tau)
+    elif cfg.common == "nt_xent":
+        common = NTXentCommon(cfg.tau)
     elif cfg.common == "y_aware":
         common = YAwareCommon(sigma, cfg.y_aware_tau)
     elif cfg.common == "conditional":

@@ -60,6 +60,26 @@ def uniform(z: Tensor, tau: float = 0.5) -> Tensor:
     return torch.logsumexp(neg_scaled, dim=0) - math.log(rows.numel())
 
 
+def nt_xent(z1: Tensor, z2: Tensor, tau: float = 0.5) -> Tensor:
+    """SimCLR's NT-Xent (Chen et al., ICML 2020, Eq. 1) of two views (B, D), averaged over all 2B anchors.
+
+    Cosine similarities over τ; each anchor's positive is its other view, its negatives the other
+    2B − 2 embeddings of both views. The single-space baseline's objective, and a common-space
+    choice (``loss.common: nt_xent``). B = 1 has no negative: the loss is then 0.
+    """
+    if z1.shape != z2.shape:
+        raise ValueError(
+            f"nt_xent: views must have the same shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
+    batch = z1.shape[0]
+    if batch < 2:
+        return zero_attached(z1, z2)
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    logits = (z @ z.transpose(0, 1) / tau).fill_diagonal_(float("-inf"))
+    positives = torch.cat([torch.arange(batch, 2 * batch), torch.arange(batch)]).to(z.device)
+    return F.cross_entropy(logits, positives)
+
+
 def null_background(s: Tensor, is_target: Tensor) -> Tensor:
     """s': the salient embeddings with every background row replaced by the null vector 0.
 

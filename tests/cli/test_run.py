@@ -32,6 +32,7 @@ def test_recipes_we_promise_exist():
         "hospital-gpu.yaml",
         "my-cohort.yaml",
         "sepclr-paper-medical.yaml",
+        "simclr-baseline.yaml",
     } <= names
 
 

@@ -95,6 +95,18 @@ def y_aware(z1, z2, w, tau):
     return total / n
 
 
+def nt_xent(z1, z2, tau):
+    """SimCLR NT-Xent, one anchor at a time over the 2B embeddings."""
+    z = list(normalize(np.concatenate([z1, z2])))
+    n, batch = len(z), len(z1)
+    total = 0.0
+    for i in range(n):
+        positive = (i + batch) % n
+        others = [math.exp(float(np.dot(z[i], z[k])) / tau) for k in range(n) if k != i]
+        total += -float(np.dot(z[i], z[positive])) / tau + math.log(sum(others))
+    return total / n
+
+
 def conditional_align(z1, z2, w, tau):
     n = len(z1)
     total = 0.0

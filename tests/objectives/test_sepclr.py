@@ -9,10 +9,12 @@ from neurosepclr.config import load_config
 from neurosepclr.objectives import (
     ConditionalCommon,
     DecoupledCommon,
+    NTXentCommon,
     SepCLRLoss,
     SepCLRTerms,
     YAwareCommon,
     loss_from_config,
+    nt_xent,
 )
 from tests.objectives import reference as ref
 
@@ -168,6 +170,20 @@ def test_meta_data_common_objectives_and_attributes_from_config():
     assert terms.attribute.item() > 0
     plain = SepCLRLoss()(c1, c2, s1, s2, y)
     assert terms.total.item() == pytest.approx(plain.total.item() + 2.0 * terms.attribute.item())
+
+
+def test_single_space_simclr_baseline_is_nt_xent_of_the_common_heads_only():
+    c1, c2, s1, s2, y = batch(seed=14)
+    cfg = load_config(
+        overrides=["loss.common=nt_xent", "loss.beta_s=0", "loss.beta_reg=0", "loss.lambda_jem=0"]
+    )
+    loss = loss_from_config(cfg.loss)
+    assert isinstance(loss.common, NTXentCommon)
+    s1.requires_grad_()
+    terms = loss(c1, c2, s1, s2, y)
+    assert terms.total.item() == pytest.approx(nt_xent(c1, c2, 0.5).item())
+    terms.total.backward()
+    assert s1.grad is None or not s1.grad.any()  # the salient encoder learns nothing
 
 
 def test_default_config_gives_the_papers_medical_settings():

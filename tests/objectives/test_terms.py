@@ -9,6 +9,7 @@ from neurosepclr.objectives import (
     align,
     background_energy,
     k_jem,
+    nt_xent,
     null_background,
     pairwise_sq_dists,
     uniform,
@@ -86,6 +87,16 @@ def test_terms_agree_with_slow_reference(tau):
     assert align(a, b, tau).item() == pytest.approx(ref.align(a.numpy(), b.numpy(), tau), abs=1e-6)
     assert uniform(a, tau).item() == pytest.approx(ref.uniform(a.numpy(), tau), abs=1e-6)
     assert k_jem(c, s, tau).item() == pytest.approx(ref.k_jem(c.numpy(), s.numpy(), tau), abs=1e-6)
+    assert nt_xent(a, b, tau).item() == pytest.approx(ref.nt_xent(a.numpy(), b.numpy(), tau), abs=1e-6)
+
+
+def test_nt_xent_hand_computed_and_rewards_aligned_views():
+    # two subjects, views identical and orthogonal to the other subject: each anchor sees its
+    # positive at cosine 1 and two negatives at cosine 0 → −1/τ + log(e^{1/τ} + 2)
+    z = T([[1.0, 0.0], [0.0, 1.0]])
+    assert nt_xent(z, z, 0.5).item() == pytest.approx(-2.0 + math.log(math.exp(2.0) + 2.0))
+    a, b = f64(16, 8, seed=8), f64(16, 8, seed=9)
+    assert nt_xent(a, a + 0.01 * b).item() < nt_xent(a, b).item()
 
 
 def test_terms_pass_gradcheck_in_float64():
@@ -97,13 +108,15 @@ def test_terms_pass_gradcheck_in_float64():
     assert torch.autograd.gradcheck(lambda x: uniform(x, 0.5), (a,))
     assert torch.autograd.gradcheck(lambda x, y: k_jem(x, y, 0.5), (c, a))
     assert torch.autograd.gradcheck(lambda x: background_energy(x, is_target), (a,))
+    assert torch.autograd.gradcheck(lambda x, y: nt_xent(x, y, 0.5), (a, b))
     assert torch.autograd.gradcheck(lambda x: uniform(null_background(x, is_target), 0.5), (a,))
 
 
 @pytest.mark.parametrize("n", [0, 1])
 def test_terms_without_pairs_are_zero_with_finite_gradient(n):
     z = f64(n, 3).requires_grad_()
-    for value in (uniform(z), align(z, z), background_energy(z, torch.ones(n, dtype=torch.bool))):
+    terms = (uniform(z), align(z, z), background_energy(z, torch.ones(n, dtype=torch.bool)), nt_xent(z, z))
+    for value in terms:
         assert value.item() == 0.0
         value.backward()
         assert torch.isfinite(z.grad).all()

@@ -12,6 +12,7 @@ import neurosepclr.training.loop as loop
 from neurosepclr.cli import main
 from neurosepclr.config import load_config
 from neurosepclr.errors import ConfigError, InputDataError
+from neurosepclr.models import build_model
 from neurosepclr.training.checkpoint import load_checkpoint
 from neurosepclr.training.loop import train
 
@@ -181,3 +182,25 @@ def test_split_seed_fixes_the_split_and_clusters_selects_the_most_structured_eva
     score = {line["step"]: line["train/salient/cluster_score"] for line in evaluated}
     best_step = load_checkpoint(run / "checkpoints" / "best.pt")["step"]
     assert score[best_step] >= max(score.values()) - 1e-4  # logged scores are rounded to 4 decimals
+
+
+def test_single_space_simclr_baseline_trains_only_the_common_encoder(tmp_path, tiny_derivatives):
+    single_space = ["loss.common=nt_xent", "loss.beta_s=0", "loss.beta_reg=0", "loss.lambda_jem=0"]
+    weights = {}
+    for steps in (2, 6):
+        train(
+            smoke(*single_space, f"train.steps={steps}"),
+            tiny_derivatives,
+            tmp_path / str(steps),
+            progress=False,
+        )
+        weights[steps] = _weights(tmp_path / str(steps))
+    parameters = {name for name, _ in build_model(smoke().model).named_parameters()}
+    salient = [k for k in parameters if k.startswith(("salient_encoder.", "salient_head."))]
+    common = [k for k in parameters if k.startswith(("common_encoder.", "common_head."))]
+    assert salient and common
+    for key in salient:  # no gradient reaches the salient side: its weights never move
+        torch.testing.assert_close(weights[6][key], weights[2][key], rtol=0, atol=0, msg=key)
+    assert any(not torch.equal(weights[6][key], weights[2][key]) for key in common)
+    logged = [json.loads(line) for line in (tmp_path / "6" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["loss/total"] == pytest.approx(line["loss/common"], abs=1e-6) for line in logged)
