@@ -2,8 +2,11 @@
 
 For every method the representation is scored with `neurosepclr evaluate` (held-out probe table)
 and subtypes are found by k-means (K = number of true subtypes) fitted on the training patients and
-applied to held-out patients; ARI/AMI are reported on held-out patients. All methods use the same
-preprocessed voxels, pooled like the runs (``train.pool`` of the first run), and the same split.
+applied to held-out patients; ARI/AMI are reported on held-out patients. Each run's salient space
+is also clustered by the ``subtype`` estimator's defaults (``SalientSubtyper``: whitened by the
+training controls, clustered by direction), the way ``neurosepclr subtype`` finds subtypes. All
+methods use the same preprocessed voxels, pooled like the runs (``train.pool`` of the first run),
+and the same split.
 
     python benchmarks/quality.py DERIVATIVES TRUTH_DIR OUT_DIR RUN_DIR [RUN_DIR ...]
 """
@@ -28,6 +31,7 @@ from neurosepclr.analysis.baselines import (
     zscore_against_controls,
 )
 from neurosepclr.analysis.evaluate import evaluate, load_truth
+from neurosepclr.analysis.subtyping import SalientSubtyper
 from neurosepclr.atlases import load_atlas
 from neurosepclr.training.data import load_derivatives
 
@@ -40,6 +44,16 @@ def _score(folder: Path, truth: Path, embeddings: pd.DataFrame, subtypes: pd.Dat
     probes = pd.DataFrame(card["probes"]).set_index(["space", "task", "metric"])["value"]
     held = card["subtypes"].get("held_out", card["subtypes"]["all"])
     return {"ari_held_out": held["ari"], "ami_held_out": held["ami"], "probes": probes}
+
+
+def subtyper_subtypes(rep: np.ndarray, is_target: np.ndarray, train: np.ndarray, k: int):
+    """``SalientSubtyper`` defaults (controls whitening, directions) fitted on the training patients
+    with the training controls as reference; labels for every patient (``None`` for controls)."""
+    model = SalientSubtyper(k, standardise="controls", directions=True, random_state=0)
+    model.fit(rep[is_target & train], reference=rep[~is_target & train])
+    labels = np.full(len(rep), None, dtype=object)
+    labels[is_target] = model.predict(rep[is_target]).astype(str)
+    return labels, np.nan
 
 
 def data_full_affine(args) -> np.ndarray:
@@ -73,8 +87,8 @@ def main() -> None:
     x = flatten_volumes(data.volumes.numpy())
     rows = []
 
-    def record(name, space, rep, note=""):
-        labels, silhouette = kmeans_subtypes(rep, is_target, train, k)
+    def record(name, space, rep, note="", cluster=kmeans_subtypes):
+        labels, silhouette = cluster(rep, is_target, train, k)
         result = _score(
             args.out / name,
             args.truth,
@@ -111,7 +125,7 @@ def main() -> None:
         "roi_zscore",
         "roi",
         zscore_against_controls(rois, controls),
-        note="AAL3 regional means, z vs controls (2 mm)",
+        note="AAL3 regional means, z vs controls (unpooled grid)",
     )
     best = None
     for alpha in [float(a) for a in args.alphas.split(",")]:
@@ -128,7 +142,15 @@ def main() -> None:
         emb = table[["participant_id"]].merge(emb, on="participant_id")
         for space in ("salient", "common"):
             rep = emb[[c for c in emb.columns if c.startswith(f"{space}_")]].to_numpy()
-            record(f"{run.name}:{space}", space, rep, note="SepCLR run")
+            record(f"{run.name}:{space}", space, rep, note=f"run ({run.name})")
+            if space == "salient":
+                record(
+                    f"{run.name}:salient_subtyper",
+                    space,
+                    rep,
+                    note="subtype estimator (controls, directions)",
+                    cluster=subtyper_subtypes,
+                )
 
     frame = pd.DataFrame(rows)
     frame.to_csv(args.out / "quality.tsv", sep="\t", index=False, float_format="%.3f")

@@ -8,17 +8,27 @@ fp32.
 
     python benchmarks/train_throughput.py DERIVATIVES [--pool 3] [--batch 32] [--rounds 5] [--steps 4]
     python benchmarks/train_throughput.py --grid 78 96 81 --device cuda --encoder resnet18
+    python benchmarks/train_throughput.py DERIVATIVES --scaling 50 100 250
 
 ``--grid`` times random volumes of that shape instead of a cohort (speed does not depend on content;
-78×96×81 is the cropped 2 mm MNI grid of ``preprocess``).
+78×96×81 is the cropped 2 mm MNI grid of ``preprocess``). With a cohort, the conventional baseline
+also runs *without caching* (``monai-per-sample fp32, no cache``: every sample of every step read
+from its NIfTI file by MONAI's ``LoadImage``, pooled and z-scored, then augmented), which is what
+a plain MONAI training script does. ``--scaling`` runs that baseline and our fastest CPU setting,
+each in a fresh process, on the first N subjects for each N, and reports seconds per step and the
+process's peak resident memory: how both scale with the number of subjects.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import resource
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,12 +41,39 @@ from neurosepclr.training.sampler import balanced_batch
 from neurosepclr.training.views import make_views
 
 VARIANTS = {  # name: (autocast dtype, channels_last_3d, view generation)
+    "monai-per-sample fp32, no cache": (None, False, "monai-disk"),
     "monai-per-sample fp32": (None, False, "monai"),
     "fp32": (None, False, "batched"),
     "bf16": (torch.bfloat16, False, "batched"),
     "fp32+channels_last": (None, True, "batched"),
     "bf16+channels_last": (torch.bfloat16, True, "batched"),
 }
+
+
+BASELINE = "monai-per-sample fp32"
+UNCACHED = "monai-per-sample fp32, no cache"
+SCALING = (UNCACHED, "bf16+channels_last")
+
+
+def load_uncached(paths: list[Path], pool: int) -> torch.Tensor:
+    """The deterministic part redone for every sample, as without a cache: read the preprocessed
+    NIfTI with MONAI's ``LoadImage``, pool to the training grid, z-score the image."""
+    from monai.transforms import LoadImage, NormalizeIntensity
+
+    from neurosepclr.training.data import pool_volume
+
+    load, normalise = LoadImage(image_only=True), NormalizeIntensity()
+    return torch.stack(
+        [
+            normalise(pool_volume(torch.as_tensor(load(str(p)), dtype=torch.float32), pool))[None]
+            for p in paths
+        ]
+    )
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def monai_views(volumes: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,35 +124,49 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="time only these variants")
+    parser.add_argument("--scaling", type=int, nargs="+", metavar="N", help="cohort sizes to compare")
     args = parser.parse_args()
+    if args.scaling:
+        scaling(args)
+        return
     cfg = load_config(None, [f"model.encoder={args.encoder}"])
     device = torch.device(args.device)
     if args.grid:
         volumes = torch.randn(args.n, 1, *args.grid)
         is_target_t = torch.arange(args.n) % 2 == 1
+        paths = []
     else:
         data = load_derivatives(args.derivatives, args.pool)
         volumes, is_target_t = data.volumes, data.is_target
+        paths = [Path(args.derivatives) / p for p in data.table["preproc"]]
+    variants = {
+        name: spec
+        for name, spec in VARIANTS.items()
+        if (not args.only or name in args.only) and (paths or spec[2] != "monai-disk")
+    }
     volumes = volumes.to(device)
     is_target = is_target_t.numpy()
     loss_fn = SepCLRLoss()
     models, optimizers = {}, {}
-    for name, (_, channels_last, _) in VARIANTS.items():
+    for name, (_, channels_last, _) in variants.items():
         torch.manual_seed(0)
         model = build_model(cfg.model).to(device)
         models[name] = model.to(memory_format=torch.channels_last_3d) if channels_last else model
         optimizers[name] = torch.optim.Adam(models[name].parameters(), lr=3e-4)
-    times = {name: [] for name in VARIANTS}
+    times = {name: [] for name in variants}
     step = 0
     for _ in range(args.rounds + 1):  # the first round warms up and is discarded
-        for name, (dtype, channels_last, generation) in VARIANTS.items():
+        for name, (dtype, channels_last, generation) in variants.items():
             model, optimizer = models[name], optimizers[name]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
             for _ in range(args.steps):
                 batch = balanced_batch(is_target, args.batch, 0.5, step, 0)
-                if generation == "monai":
+                if generation == "monai-disk":
+                    v1, v2 = monai_views(load_uncached([paths[i] for i in batch], args.pool), step)
+                elif generation == "monai":
                     v1, v2 = monai_views(volumes[batch], step)
                 else:
                     v1, v2, _, _ = make_views(
@@ -139,16 +190,50 @@ def main() -> None:
             times[name].append((time.perf_counter() - start) / args.steps)
     for name in times:
         times[name] = times[name][1:]
-    base = statistics.median(times["monai-per-sample fp32"])
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    base = medians.get(BASELINE)
     grid = tuple(volumes.shape[2:])
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"{args.encoder}, grid {grid}, batch {args.batch} (x2 views), {where}")
-    for name, values in times.items():
-        median = statistics.median(values)
+    print(f"{args.encoder}, grid {grid}, {len(volumes)} subjects, batch {args.batch} (x2 views), {where}")
+    for name, median in medians.items():
+        ratio = f"speed-up vs {BASELINE} {base / median:4.2f}x  " if base else ""
         print(
-            f"{name:22s} {median:6.3f} s/step  {2 * args.batch / median:6.1f} views/s  "
-            f"speed-up vs MONAI per-sample fp32 {base / median:4.2f}x  (spread {np.ptp(values):.3f} s)"
+            f"{name:32s} {median:6.3f} s/step  {2 * args.batch / median:6.1f} views/s  {ratio}"
+            f"(spread {np.ptp(times[name]):.3f} s)"
         )
+    print(f"peak RSS {peak_rss_mb():.0f} MB")
+
+
+def scaling(args) -> None:
+    """Each of ``SCALING`` in a fresh process per cohort size: s/step and peak RSS against N.
+
+    The first N subjects are a derivatives folder of their own (a ``cohort.tsv`` of N rows pointing
+    at the original images), so a process reads only what a cohort of N would hold."""
+    import tempfile
+
+    from neurosepclr.training.data import read_cohort_table
+
+    table = read_cohort_table(args.derivatives)
+    table["preproc"] = [str((Path(args.derivatives) / p).resolve()) for p in table["preproc"]]
+    options = ["--pool", str(args.pool), "--batch", str(args.batch), "--rounds", str(args.rounds)]
+    options += ["--steps", str(args.steps), "--encoder", args.encoder]
+    print(f"{'variant':32s} {'subjects':>8s} {'s/step':>8s} {'peak RSS MB':>12s}")
+    for n in args.scaling:
+        subset = Path(tempfile.mkdtemp(prefix=f"first{n}-"))
+        table.head(n).to_csv(subset / "cohort.tsv", sep="\t", index=False)
+        for name in SCALING:
+            result = subprocess.run(
+                [sys.executable, __file__, str(subset), *options, "--only", name],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            lines = result.stdout.splitlines()
+            seconds = next(line for line in lines if line.startswith(name)).split()[len(name.split())]
+            rss = lines[-1].split()[2]
+            print(f"{name:32s} {n:8d} {float(seconds):8.3f} {float(rss):12.0f}", flush=True)
+        (subset / "cohort.tsv").unlink()
+        subset.rmdir()
 
 
 if __name__ == "__main__":
