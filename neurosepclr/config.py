@@ -322,8 +322,10 @@ class TrainConfig:
     warmup_steps: int = _opt(20, "linear warm-up steps", ge=0)
     schedule: Literal["cosine", "constant"] = _opt("cosine", "learning-rate schedule after warm-up")
     grad_clip: float = _opt(5.0, "max gradient norm (0: no clipping)", ge=0)
-    precision: Literal["fp32", "bf16", "fp16"] = _opt(
-        "fp32", "autocast precision: bf16 on CPU or GPU, fp16 on GPU (with a gradient scaler)"
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = _opt(
+        "fp32",
+        "autocast precision: bf16 on CPU or GPU, fp16 on GPU (with a gradient scaler), auto (bf16 on "
+        "a CPU with native bf16 instructions, fp32 otherwise; the choice is written to run.json)",
     )
     channels_last: bool = _opt(False, "use the channels_last_3d memory format")
     val_fraction: float = _opt(

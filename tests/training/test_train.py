@@ -4,6 +4,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -204,3 +205,27 @@ def test_single_space_simclr_baseline_trains_only_the_common_encoder(tmp_path, t
     assert any(not torch.equal(weights[6][key], weights[2][key]) for key in common)
     logged = [json.loads(line) for line in (tmp_path / "6" / "metrics.jsonl").read_text().splitlines()]
     assert all(line["loss/total"] == pytest.approx(line["loss/common"], abs=1e-6) for line in logged)
+
+
+def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert [loop.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
+    assert (loop.resolve_precision("auto", cpu), loop.resolve_precision("auto", cuda)) == ("bf16", "fp32")
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
+    assert loop.resolve_precision("auto", cpu) == "fp32"
+
+
+def test_bf16_channels_last_training_records_its_precision(tmp_path, tiny_derivatives, monkeypatch):
+    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)  # autocast bf16 runs on any CPU
+    run = tmp_path / "run"
+    train(
+        smoke("train.precision=auto", "train.channels_last=true", "train.steps=3"),
+        tiny_derivatives,
+        run,
+        progress=False,
+    )
+    assert json.loads((run / "run.json").read_text())["precision"] == "bf16"
+    assert all(torch.isfinite(t).all() for t in _weights(run).values() if t.is_floating_point())
+    embeddings = pd.read_csv(run / "embeddings.tsv", sep="\t")
+    assert np.isfinite(embeddings.filter(regex="^(common|salient)_").to_numpy()).all()
