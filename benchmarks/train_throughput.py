@@ -36,7 +36,7 @@ import torch
 from neurosepclr.config import load_config
 from neurosepclr.models import build_model
 from neurosepclr.objectives import SepCLRLoss
-from neurosepclr.training.data import load_derivatives
+from neurosepclr.training.data import TARGET, load_derivatives, read_cohort_table
 from neurosepclr.training.sampler import balanced_batch
 from neurosepclr.training.views import make_views
 
@@ -63,12 +63,8 @@ def load_uncached(paths: list[Path], pool: int) -> torch.Tensor:
     from neurosepclr.training.data import pool_volume
 
     load, normalise = LoadImage(image_only=True), NormalizeIntensity()
-    return torch.stack(
-        [
-            normalise(pool_volume(torch.as_tensor(load(str(p)), dtype=torch.float32), pool))[None]
-            for p in paths
-        ]
-    )
+    images = [torch.from_numpy(np.asarray(load(str(p)), dtype=np.float32)) for p in paths]
+    return torch.stack([normalise(pool_volume(image, pool)) for image in images]).as_subclass(torch.Tensor)
 
 
 def peak_rss_mb() -> float:
@@ -132,20 +128,21 @@ def main() -> None:
         return
     cfg = load_config(None, [f"model.encoder={args.encoder}"])
     device = torch.device(args.device)
-    if args.grid:
-        volumes = torch.randn(args.n, 1, *args.grid)
-        is_target_t = torch.arange(args.n) % 2 == 1
-        paths = []
-    else:
-        data = load_derivatives(args.derivatives, args.pool)
-        volumes, is_target_t = data.volumes, data.is_target
-        paths = [Path(args.derivatives) / p for p in data.table["preproc"]]
     variants = {
         name: spec
         for name, spec in VARIANTS.items()
-        if (not args.only or name in args.only) and (paths or spec[2] != "monai-disk")
+        if (not args.only or name in args.only) and (not args.grid or spec[2] != "monai-disk")
     }
-    volumes = volumes.to(device)
+    if args.grid:
+        volumes = torch.randn(args.n, 1, *args.grid)
+        is_target_t = torch.arange(args.n) % 2 == 1
+    else:
+        table = read_cohort_table(args.derivatives)
+        paths = [Path(args.derivatives) / p for p in table["preproc"]]
+        is_target_t = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
+        cached = any(generation != "monai-disk" for _, _, generation in variants.values())
+        volumes = load_derivatives(args.derivatives, args.pool).volumes if cached else None  # the cache
+    volumes = volumes.to(device) if volumes is not None else None
     is_target = is_target_t.numpy()
     loss_fn = SepCLRLoss()
     models, optimizers = {}, {}
@@ -191,14 +188,19 @@ def main() -> None:
     for name in times:
         times[name] = times[name][1:]
     medians = {name: statistics.median(values) for name, values in times.items()}
-    base = medians.get(BASELINE)
-    grid = tuple(volumes.shape[2:])
+    bases = {
+        label: medians[name]
+        for label, name in (("no cache", UNCACHED), ("cached", BASELINE))
+        if name in medians
+    }
+    grid = tuple(volumes.shape[2:]) if volumes is not None else f"pool {args.pool}"
     where = torch.cuda.get_device_name() if device.type == "cuda" else f"{torch.get_num_threads()} threads"
-    print(f"{args.encoder}, grid {grid}, {len(volumes)} subjects, batch {args.batch} (x2 views), {where}")
+    print(f"{args.encoder}, grid {grid}, {len(is_target)} subjects, batch {args.batch} (x2 views), {where}")
+    print("speed-up = MONAI per-sample fp32 s/step (no cache; cached) / variant s/step")
     for name, median in medians.items():
-        ratio = f"speed-up vs {BASELINE} {base / median:4.2f}x  " if base else ""
+        ratios = "  ".join(f"{base / median:4.2f}x vs {label}" for label, base in bases.items())
         print(
-            f"{name:32s} {median:6.3f} s/step  {2 * args.batch / median:6.1f} views/s  {ratio}"
+            f"{name:32s} {median:6.3f} s/step  {2 * args.batch / median:6.1f} views/s  {ratios}  "
             f"(spread {np.ptp(times[name]):.3f} s)"
         )
     print(f"peak RSS {peak_rss_mb():.0f} MB")
@@ -210,8 +212,6 @@ def scaling(args) -> None:
     The first N subjects are a derivatives folder of their own (a ``cohort.tsv`` of N rows pointing
     at the original images), so a process reads only what a cohort of N would hold."""
     import tempfile
-
-    from neurosepclr.training.data import read_cohort_table
 
     table = read_cohort_table(args.derivatives)
     table["preproc"] = [str((Path(args.derivatives) / p).resolve()) for p in table["preproc"]]
