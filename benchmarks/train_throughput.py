@@ -136,6 +136,7 @@ def main() -> None:
     if args.grid:
         volumes = torch.randn(args.n, 1, *args.grid)
         is_target_t = torch.arange(args.n) % 2 == 1
+        paths = []
     else:
         table = read_cohort_table(args.derivatives)
         paths = [Path(args.derivatives) / p for p in table["preproc"]]
@@ -219,21 +220,20 @@ def scaling(args) -> None:
     options += ["--steps", str(args.steps), "--encoder", args.encoder]
     print(f"{'variant':32s} {'subjects':>8s} {'s/step':>8s} {'peak RSS MB':>12s}")
     for n in args.scaling:
-        subset = Path(tempfile.mkdtemp(prefix=f"first{n}-"))
-        table.head(n).to_csv(subset / "cohort.tsv", sep="\t", index=False)
-        for name in SCALING:
-            result = subprocess.run(
-                [sys.executable, __file__, str(subset), *options, "--only", name],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            lines = result.stdout.splitlines()
-            seconds = next(line for line in lines if line.startswith(name)).split()[len(name.split())]
-            rss = lines[-1].split()[2]
-            print(f"{name:32s} {n:8d} {float(seconds):8.3f} {float(rss):12.0f}", flush=True)
-        (subset / "cohort.tsv").unlink()
-        subset.rmdir()
+        with tempfile.TemporaryDirectory(prefix=f"first{n}-") as folder:
+            subset = Path(folder)
+            table.head(n).to_csv(subset / "cohort.tsv", sep="\t", index=False)
+            for name in SCALING:
+                result = subprocess.run(
+                    [sys.executable, __file__, str(subset), *options, "--only", name],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                lines = result.stdout.splitlines()
+                seconds = next(line for line in lines if line.startswith(name)).split()[len(name.split())]
+                rss = lines[-1].split()[2]
+                print(f"{name:32s} {n:8d} {float(seconds):8.3f} {float(rss):12.0f}", flush=True)
 
 
 if __name__ == "__main__":
