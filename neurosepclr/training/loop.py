@@ -99,8 +99,8 @@ def native_cpu_bf16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """``auto``: bf16 on a CPU with native bf16 instructions, else fp32 (benchmarks/README.md:
-    bf16 + channels_last_3d trained the recipe 1.6x faster on CPU with the same subtypes; on an
-    H100 bf16 gave nothing for these small 3D CNNs)."""
+    bf16 + channels_last_3d trained the recipe 1.6x faster on CPU, same subtypes on the easier
+    cohort; on an H100 bf16 gave nothing for these small 3D CNNs)."""
     if precision != "auto":
         return precision
     return "bf16" if device.type == "cpu" and native_cpu_bf16() else "fp32"
