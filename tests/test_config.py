@@ -35,7 +35,10 @@ def test_defaults_then_file_then_overrides(tmp_path):
         (["loss.beta_reg=-1"], "loss.beta_reg: must be >= 0"),
         (["seed=1.5"], "seed: expected an integer"),
         (["seed=true"], "seed: expected an integer"),
-        (["loss.common=vicreg"], "loss.common: must be one of infomax, nt_xent, y_aware, conditional, decoupled"),
+        (
+            ["loss.common=vicreg"],
+            "loss.common: must be one of infomax, nt_xent, y_aware, conditional, decoupled",
+        ),
         (["loss.metadata=age"], "loss.metadata: expected a list"),
         (["loss.metadata=[age]"], "loss.metadata_sigma: needs one bandwidth per metadata column"),
         (["loss.common=y_aware"], "loss.metadata: common objective 'y_aware' needs"),
