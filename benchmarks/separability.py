@@ -89,11 +89,9 @@ def main() -> None:
     subtype = full.table[["participant_id"]].merge(truth.table, on="participant_id", how="left")["subtype"]
     subtype = subtype.to_numpy()
     reference = nib.Nifti1Image(full.volumes[0, 0].numpy(), full.affine)
-    features = []
-    for mask in truth.masks.values():
-        inside = _resample_like(mask, reference, order=0) > 0.5
-        features.append(full.volumes[:, 0][:, torch.from_numpy(inside)].mean(dim=1).numpy())
-    x = np.column_stack(features)
+    inside = [_resample_like(mask, reference, order=0) > 0.5 for mask in truth.masks.values()]
+    volumes = full.volumes[:, 0]
+    x = territory_means(volumes, inside, np.ones(reference.shape, dtype=np.float32))
     z = (x - x[~patients].mean(axis=0)) / x[~patients].std(axis=0)
     for column, name in enumerate(truth.masks):
         effects = {s: round(float(z[patients & (subtype == s), column].mean()), 2) for s in truth.masks}
@@ -114,8 +112,6 @@ def main() -> None:
 
     template = load_template(float(abs(full.affine[0, 0])))
     grey = _resample_like(nib.Nifti1Image(template.gm, template.affine), reference, order=1)
-    inside = [_resample_like(mask, reference, order=0) > 0.5 for mask in truth.masks.values()]
-    volumes = full.volumes[:, 0]
     brain = torch.from_numpy(grey > 0.1)
     w = covariate_residual_z(
         territory_means(volumes, inside, grey), full.table, volumes[:, brain].mean(dim=1).numpy(), ~patients

@@ -200,7 +200,7 @@ def subtype(
     # saliency: attribution of the distance from the background's null point
     from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table
 
-    background_point = torch.from_numpy(salient[train_controls].mean(axis=0)).float()
+    background_point = torch.from_numpy(reference.mean(axis=0)).float()
     whitening = None
     if options.standardise == "controls":  # the controls' metric the subtypes were found in
         whitening = torch.from_numpy(subtyper.whitening_).float()
