@@ -290,6 +290,16 @@ class AugmentConfig:
     rotation_deg: float = _opt(6.0, "max rotation about each axis (degrees)", ge=0, le=45)
     scale: float = _opt(0.05, "max relative scaling", ge=0, le=0.5)
     translation_vox: float = _opt(2.0, "max translation (voxels of the training grid)", ge=0)
+    deformation_vox: float = _opt(
+        0.0,
+        "standard deviation (voxels of the training grid) of a smooth random nonlinear displacement "
+        "(0: none); makes the encoders blind to individual anatomy that registration left",
+        ge=0,
+        le=4,
+    )
+    deformation_spacing_vox: float = _opt(
+        2.0, "control-point spacing (voxels of the training grid) of that displacement", ge=1
+    )
     gain: float = _opt(0.2, "max multiplicative intensity change", ge=0, le=1)
     offset: float = _opt(0.2, "max additive intensity change (normalised units)", ge=0)
     bias_field: float = _opt(0.1, "amplitude of a smooth multiplicative bias field", ge=0, le=1)
