@@ -266,6 +266,11 @@ class ModelConfig:
         ge=1,
         le=8,
     )
+    downsample: Literal["max", "avg"] = _opt(
+        "max",
+        "light_cnn downsampling between blocks: max-pooling, or average-pooling (keeps weak, spatially "
+        "extended intensity changes such as diffuse atrophy instead of the strongest local response)",
+    )
     common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
     salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
     head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
@@ -281,6 +286,8 @@ class ModelConfig:
     def validate(self, prefix: str) -> None:
         if self.pool_cells != 1 and self.encoder != "light_cnn":
             raise ConfigError(f"{prefix}.pool_cells: only light_cnn supports it, not {self.encoder!r}")
+        if self.downsample != "max" and self.encoder != "light_cnn":
+            raise ConfigError(f"{prefix}.downsample: only light_cnn supports it, not {self.encoder!r}")
 
 
 @dataclass

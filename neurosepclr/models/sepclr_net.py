@@ -115,9 +115,12 @@ def build_model(cfg, n_prototypes: int = 0) -> SepCLRNet:
 
     def encoder(dim: int) -> nn.Module:
         if cfg.members == 1:
-            return build_encoder(cfg.encoder, dim, cfg.widths, cfg.pool_cells)
+            return build_encoder(cfg.encoder, dim, cfg.widths, cfg.pool_cells, cfg.downsample)
         return MemberEncoders(
-            [build_encoder(cfg.encoder, dim, cfg.widths, cfg.pool_cells) for _ in range(cfg.members)]
+            [
+                build_encoder(cfg.encoder, dim, cfg.widths, cfg.pool_cells, cfg.downsample)
+                for _ in range(cfg.members)
+            ]
         )
 
     common, salient = encoder(cfg.common_dim), encoder(cfg.salient_dim)

@@ -64,6 +64,29 @@ def test_pool_cells_sizes_the_last_layer_and_is_refused_for_monai_encoders():
         load_config(None, ["model.encoder=resnet10", "model.pool_cells=2"])
 
 
+def test_average_downsampling_keeps_a_weak_extended_change_that_max_pooling_hides():
+    import torch.nn as nn
+
+    maxed = build_encoder("light_cnn", 4, widths=(2, 2), downsample="max")
+    averaged = build_encoder("light_cnn", 4, widths=(2, 2), downsample="avg")
+    assert sum(isinstance(m, nn.MaxPool3d) for m in maxed.features) == 2
+    assert sum(isinstance(m, nn.AvgPool3d) for m in averaged.features) == 2
+    assert not any(isinstance(m, nn.MaxPool3d) for m in averaged.features)
+    # same parameters either way: checkpoints do not depend on the choice
+    assert [k for k, _ in maxed.named_parameters()] == [k for k, _ in averaged.named_parameters()]
+    # a 2x2x2 cell holding one high voxel among zeros (a spike) vs a cell uniformly at its mean
+    pooling = {"max": maxed.features[3], "avg": averaged.features[3]}
+    spike, uniform = torch.zeros(1, 1, 2, 2, 2), torch.full((1, 1, 2, 2, 2), 1.0 / 8)
+    spike[0, 0, 0, 0, 0] = 1.0
+    assert torch.allclose(pooling["avg"](spike), pooling["avg"](uniform))
+    assert not torch.allclose(pooling["max"](spike), pooling["max"](uniform))
+    with pytest.raises(ValueError, match="downsample"):
+        build_encoder("resnet10", 12, downsample="avg")
+    with pytest.raises(ConfigError, match=r"model\.downsample"):
+        load_config(None, ["model.encoder=resnet10", "model.downsample=avg"])
+    assert load_config(None, ["model.downsample=avg"]).model.downsample == "avg"
+
+
 def test_members_concatenate_and_each_member_gets_only_its_own_objective_gradient():
     from neurosepclr.objectives import member_mean
     from neurosepclr.objectives.sepclr import SepCLRLoss
