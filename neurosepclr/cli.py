@@ -175,6 +175,8 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
 
     if args.k != "auto" and not (args.k.isdigit() and int(args.k) >= 2):
         raise UsageError(f"--k: expected 'auto' or an integer >= 2, got '{args.k}'")
+    if args.null_draws < 0:
+        raise UsageError(f"--null-draws: expected an integer >= 0, got {args.null_draws}")
     atlases, user_atlases = [], []
     for item in args.atlas:
         if ":" in item:
@@ -193,6 +195,7 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
     options = SubtypeOptions(
         k="auto" if args.k == "auto" else int(args.k),
         k_range=_parse_k_range(args.k_range),
+        null_draws=args.null_draws,
         method=args.method,
         standardise=args.standardise,
         directions=_directions(args),
@@ -368,6 +371,14 @@ def _add_subtype_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("--out", type=Path, help="output folder (default RUN_DIR/subtype)")
     cmd.add_argument("--k", default="auto", help="number of subtypes, or 'auto' (stability + silhouette)")
     cmd.add_argument("--k-range", default="2-6", metavar="LOW-HIGH", help="K values tried (default 2-6)")
+    cmd.add_argument(
+        "--null-draws",
+        type=int,
+        default=5,
+        metavar="N",
+        help="structureless cohorts (a Gaussian with the patients' covariance) whose stability and "
+        "silhouette are subtracted before K is chosen (default 5; 0: raw stability + silhouette)",
+    )
     cmd.add_argument(
         "--method", choices=["kmeans", "gmm"], default="kmeans", help="clustering (default kmeans)"
     )

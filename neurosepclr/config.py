@@ -378,6 +378,13 @@ class SubtypeConfig:
 
     k: int = _opt(0, "number of subtypes; 0: choose K from stability and silhouette", ge=0)
     k_range: list[int] = _opt([2, 6], "smallest and largest K tried when k is 0", ge=2, min_len=2)
+    null_draws: int = _opt(
+        5,
+        "structureless cohorts (one Gaussian with the patients' mean and covariance) whose stability "
+        "and silhouette are subtracted before K is chosen; 0: the raw (stability + silhouette) / 2",
+        ge=0,
+        le=50,
+    )
     method: Literal["kmeans", "gmm"] = _opt("kmeans", "clustering of standardised salient coordinates")
     standardise: Literal["controls", "patients"] = _opt(
         "controls",

@@ -126,6 +126,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
         options = SubtypeOptions(
             k=sub.k or "auto",
             k_range=(sub.k_range[0], sub.k_range[1]),
+            null_draws=sub.null_draws,
             method=sub.method,
             standardise=sub.standardise,
             directions=sub.directions,

@@ -43,6 +43,13 @@ def k_selection_figure(stability: pd.DataFrame):
         marker="o", label="split-half stability (ARI)", capsize=3,
     )  # fmt: skip
     ax.plot(stability["k"], stability["silhouette"], marker="s", label="silhouette")
+    if "null_stability" in stability:
+        ax.plot(
+            stability["k"], stability["null_stability"], linestyle=":", color="C0",
+            label="stability of structureless data",
+        )  # fmt: skip
+        ax.plot(stability["k"], stability["score"], marker="^", color="black", label="score (above null)")
+        ax.axhline(0.0, color="black", linewidth=0.5)
     chosen = stability[stability["chosen"]]
     ax.axvline(int(chosen["k"].iloc[0]), color="grey", linestyle="--", label="chosen K")
     ax.set_xlabel("number of subtypes K")
@@ -50,6 +57,23 @@ def k_selection_figure(stability: pd.DataFrame):
     ax.set_xticks(stability["k"])
     ax.legend(fontsize=8)
     return fig
+
+
+def k_selection_text(stability: pd.DataFrame) -> str:
+    """How K was scored, and a warning when no K beats structureless data."""
+    if "null_stability" not in stability:
+        return "<p>K scored by (split-half stability + silhouette) / 2.</p>"
+    text = (
+        "<p>K scored by how far split-half stability and silhouette exceed their values on "
+        "structureless data (a Gaussian with the patients' covariance): (stability − null stability "
+        "+ silhouette − null silhouette) / 2.</p>"
+    )
+    if stability["score"].max() <= 0:
+        text += (
+            '<p class="warn"><b>No K is more reproducible than structureless data</b>: the salient '
+            "space shows no subtypes in this cohort; the groups below are partitions of a continuum.</p>"
+        )
+    return text
 
 
 def sizes_figure(subtypes: pd.DataFrame):
@@ -178,6 +202,7 @@ def write_report(out, run, data, subtypes, stability, maps, tables, atlases, sal
         f"({options.method}); saliency: {html.escape(options.saliency)}.</p>",
         "<h2>Number of subtypes</h2>",
         _img(pngs["k_selection"], "K selection"),
+        k_selection_text(stability),
         _table(stability),
         "<h2>Subtypes and demographics</h2>",
         _img(pngs["subtype_sizes"], "subtype sizes"),
@@ -210,7 +235,7 @@ def write_report(out, run, data, subtypes, stability, maps, tables, atlases, sal
         "img{max-width:100%;display:block;margin:0.5em 0}"
         "table.t{border-collapse:collapse;font-size:0.85em;margin:0.5em 0}"
         "table.t td,table.t th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
-        ".licence{font-size:0.8em;color:#555}</style></head><body>"
+        ".licence{font-size:0.8em;color:#555}.warn{color:#a40000}</style></head><body>"
         f"<h1>neurosepclr subtype report</h1><p>neurosepclr {__version__}</p>"
         + "\n".join(sections)
         + "</body></html>\n"

@@ -51,6 +51,7 @@ class SubtypeOptions:
     saliency: str = "integrated_gradients"
     checkpoint: str = "best"
     n_resamples: int = 20
+    null_draws: int = 5
     confidence: float = 0.7
     per_subject_maps: bool = False
     device: str = "auto"
@@ -163,9 +164,18 @@ def subtype(
             options.standardise,
             reference,
             options.directions,
+            options.null_draws,
         )
     except ValueError as exc:
         raise InputDataError(f"--k-range {options.k_range[0]}-{options.k_range[1]}: {exc}") from None
+    if options.null_draws > 0 and stability["score"].max() <= 0:
+        log.warning(
+            "no K in %d-%d is more reproducible than structureless data with the patients' covariance "
+            "(best null-referenced score %.3f, stability.tsv): the salient space shows no subtypes",
+            options.k_range[0],
+            options.k_range[1],
+            stability["score"].max(),
+        )
     k = int(stability.loc[stability["chosen"], "k"].iloc[0]) if options.k == "auto" else int(options.k)
     stability["chosen"] = stability["k"] == k
     _write_tsv(out / "stability.tsv", stability)

@@ -238,6 +238,42 @@ def subtyper_from_dict(data: dict) -> SalientSubtyper:
     return model
 
 
+def _split_half_scores(
+    X: np.ndarray, k: int, method, standardise, reference, directions, n_resamples, rng, random_state
+) -> dict[str, float]:
+    """Split-half stability (mean, SD of the ARI between two halves' models applied to all of ``X``),
+    silhouette of the full fit in the standardised coordinates, and the smallest subtype's size."""
+    aris = []
+    for _ in range(n_resamples):
+        order = rng.permutation(len(X))
+        halves = order[: len(X) // 2], order[len(X) // 2 :]
+        labels = [
+            SalientSubtyper(
+                k, method, standardise, directions, n_init=10, random_state=int(rng.integers(2**31))
+            )
+            .fit(X[half], reference=reference)
+            .predict(X)
+            for half in halves
+        ]
+        aris.append(adjusted_rand_score(*labels))
+    full = SalientSubtyper(k, method, standardise, directions, random_state=random_state)
+    full.fit(X, reference=reference)
+    Z = full._standardised(X)
+    silhouette = float(silhouette_score(Z, full.labels_)) if len(set(full.labels_)) > 1 else float("nan")
+    return {
+        "stability_ari_mean": float(np.mean(aris)),
+        "stability_ari_sd": float(np.std(aris)),
+        "silhouette": silhouette,
+        "smallest_subtype": int(np.bincount(full.labels_, minlength=k).min()),
+    }
+
+
+def structureless_draws(X: np.ndarray, n_draws: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Null cohorts: as many subjects as ``X`` from one Gaussian with ``X``'s mean and covariance."""
+    mean, covariance = X.mean(axis=0), np.atleast_2d(np.cov(X, rowvar=False))
+    return [rng.multivariate_normal(mean, covariance, size=len(X)) for _ in range(n_draws)]
+
+
 @threadpool_limits.wrap(limits=1)  # hundreds of tiny fits: threads cost more than they give (3x)
 def stability_table(
     X: np.ndarray,
@@ -248,53 +284,48 @@ def stability_table(
     standardise: str = "patients",
     reference: np.ndarray | None = None,
     directions: bool = False,
+    null_draws: int = 0,
 ) -> pd.DataFrame:
     """One row per K: split-half stability (mean and SD of ARI) and silhouette of the full fit.
 
     For each resample the patients are split into two random halves; a subtyper fitted on each half
-    labels every patient, and the ARI between the two labelings measures reproducibility. K is
-    chosen by the mean of stability and silhouette (both in [−1, 1]); ``chosen`` marks it.
+    labels every patient, and the ARI between the two labelings measures reproducibility.
     ``standardise``, ``reference`` and ``directions`` are passed to every :class:`SalientSubtyper`
     fit; the silhouette is computed in the standardised coordinates.
+
+    ``null_draws = 0``: K maximises ``score`` = (stability + silhouette) / 2. Both are high for K = 2
+    even without clusters (k-means splits any elongated cloud reproducibly), which favours merging
+    subtypes. ``null_draws = B > 0`` (Clest, Dudoit & Fridlyand 2002): the same two measures on B
+    structureless cohorts (:func:`structureless_draws`, each with ``max(5, n_resamples // 2)``
+    resamples) are subtracted, ``score`` = (stability − null stability + silhouette − null
+    silhouette) / 2, and a best ``score`` ≤ 0 means no K is more reproducible than noise.
+    ``chosen`` marks the K with the best score.
     """
     X = np.asarray(X, dtype=np.float64)
     rng = np.random.default_rng(random_state)
-    rows = []
-    for k in k_values:
-        if k < 2 or 2 * k > len(X):
-            continue
-        aris = []
-        for _ in range(n_resamples):
-            order = rng.permutation(len(X))
-            halves = order[: len(X) // 2], order[len(X) // 2 :]
-            labels = [
-                SalientSubtyper(
-                    k, method, standardise, directions, n_init=10, random_state=int(rng.integers(2**31))
-                )
-                .fit(X[half], reference=reference)
-                .predict(X)
-                for half in halves
-            ]
-            aris.append(adjusted_rand_score(*labels))
-        full = SalientSubtyper(k, method, standardise, directions, random_state=random_state)
-        full.fit(X, reference=reference)
-        Z = full._standardised(X)
-        silhouette = float(silhouette_score(Z, full.labels_)) if len(set(full.labels_)) > 1 else float("nan")
-        rows.append(
-            {
-                "k": k,
-                "stability_ari_mean": float(np.mean(aris)),
-                "stability_ari_sd": float(np.std(aris)),
-                "silhouette": silhouette,
-                "smallest_subtype": int(np.bincount(full.labels_, minlength=k).min()),
-            }
-        )
-    table = pd.DataFrame(
-        rows, columns=["k", "stability_ari_mean", "stability_ari_sd", "silhouette", "smallest_subtype"]
-    )
-    if table.empty:
-        raise ValueError(f"no K in {list(k_values)} fits {len(X)} patients (need 2 ≤ K ≤ n/2)")
+    requested, k_values = list(k_values), [k for k in k_values if 2 <= k and 2 * k <= len(X)]
+    if not k_values:
+        raise ValueError(f"no K in {requested} fits {len(X)} patients (need 2 ≤ K ≤ n/2)")
+    settings = (method, standardise, reference, directions)
+    rows = [{"k": k, **_split_half_scores(X, k, *settings, n_resamples, rng, random_state)} for k in k_values]
+    table = pd.DataFrame(rows)
     table["score"] = (table["stability_ari_mean"] + table["silhouette"].fillna(-1.0)) / 2.0
+    if null_draws > 0:
+        null_resamples = max(5, n_resamples // 2)
+        null = [
+            [_split_half_scores(Z, k, *settings, null_resamples, rng, random_state) for k in k_values]
+            for Z in structureless_draws(X, null_draws, rng)
+        ]
+        table["null_stability"] = [
+            np.mean([draw[i]["stability_ari_mean"] for draw in null]) for i in range(len(k_values))
+        ]
+        table["null_silhouette"] = [
+            np.nanmean([draw[i]["silhouette"] for draw in null]) for i in range(len(k_values))
+        ]
+        excess = (table["stability_ari_mean"] - table["null_stability"]) + (
+            table["silhouette"].fillna(-1.0) - table["null_silhouette"]
+        )
+        table["score"] = excess / 2.0
     table["chosen"] = False
     table.loc[table["score"].idxmax(), "chosen"] = True
     return table

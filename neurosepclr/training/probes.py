@@ -114,8 +114,9 @@ def cluster_structure(
     """Label-free subtype structure of the training patients' salient coordinates.
 
     The K of ``k_values`` with the best mean of split-half stability and silhouette
-    (:func:`neurosepclr.analysis.subtyping.stability_table`, as ``subtype --k auto`` chooses it);
-    its ``score`` (that mean, in [−1, 1]) is the ``train.select: clusters`` criterion.
+    (:func:`neurosepclr.analysis.subtyping.stability_table` without null draws: at every evaluation
+    the null-referenced score of ``subtype --k auto`` would cost several times more); its ``score``
+    (that mean, in [−1, 1]) is the ``train.select: clusters`` criterion.
     ``standardise="controls"`` whitens against the training controls and ``directions`` clusters
     unit-length deviations, as ``subtype`` does.
     """

@@ -79,6 +79,29 @@ def test_stability_table_chooses_the_true_number_of_clusters():
     assert table.loc[table["k"] == 3, "stability_ari_mean"].item() > 0.95
 
 
+def test_null_referenced_score_is_near_zero_without_clusters_and_high_with_them():
+    rng = np.random.default_rng(0)
+    structureless = rng.normal(size=(120, 5)) * [3.0, 1.5, 1.0, 1.0, 1.0]  # elongated: K = 2 splits it stably
+    raw = stability_table(structureless, range(2, 5), n_resamples=6, random_state=0, standardise="none")
+    referenced = stability_table(
+        structureless, range(2, 5), n_resamples=6, random_state=0, standardise="none", null_draws=4
+    )
+    assert raw.loc[raw["k"] == 2, "stability_ari_mean"].item() > 0.5  # stable, yet no subtypes
+    assert {"null_stability", "null_silhouette"} <= set(referenced.columns)
+    assert referenced["score"].max() < 0.1 and raw["score"].max() > 0.5
+    x, _ = blobs(30, k=3, spread=0.5)
+    clustered = stability_table(x, range(2, 6), n_resamples=6, random_state=0, null_draws=4)
+    assert clustered.loc[clustered["chosen"], "k"].item() == 3
+    assert clustered["score"].max() > 0.3
+
+
+def test_without_null_draws_the_score_is_the_raw_mean_of_stability_and_silhouette():
+    x, _ = blobs(20, k=3, spread=1.0)
+    raw = stability_table(x, range(2, 5), n_resamples=5, random_state=3, null_draws=0)
+    assert "null_stability" not in raw
+    np.testing.assert_allclose(raw["score"], (raw["stability_ari_mean"] + raw["silhouette"]) / 2)
+
+
 def test_stability_table_refuses_impossible_ranges():
     x, _ = blobs(3, k=1)
     with pytest.raises(ValueError, match="no K"):
