@@ -369,7 +369,9 @@ def _directions(args: argparse.Namespace) -> bool:
 def _add_subtype_options(cmd: argparse.ArgumentParser) -> None:
     cmd.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="output of neurosepclr train")
     cmd.add_argument("--out", type=Path, help="output folder (default RUN_DIR/subtype)")
-    cmd.add_argument("--k", default="auto", help="number of subtypes, or 'auto' (stability + silhouette)")
+    cmd.add_argument(
+        "--k", default="auto", help="number of subtypes, or 'auto' (stability + silhouette above noise)"
+    )
     cmd.add_argument("--k-range", default="2-6", metavar="LOW-HIGH", help="K values tried (default 2-6)")
     cmd.add_argument(
         "--null-draws",

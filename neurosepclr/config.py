@@ -376,7 +376,11 @@ class TrainConfig:
 class SubtypeConfig:
     """``neurosepclr subtype`` as run by a pipeline (the command's flags override nothing here)."""
 
-    k: int = _opt(0, "number of subtypes; 0: choose K from stability and silhouette", ge=0)
+    k: int = _opt(
+        0,
+        "number of subtypes; 0: choose K from stability and silhouette, referred to noise (null_draws)",
+        ge=0,
+    )
     k_range: list[int] = _opt([2, 6], "smallest and largest K tried when k is 0", ge=2, min_len=2)
     null_draws: int = _opt(
         5,
