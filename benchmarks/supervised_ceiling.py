@@ -86,9 +86,7 @@ def supervised_run(x, labels, train_rows, held_rows, cfg, steps, eval_every, see
         if step % eval_every == 0 or step == steps:
             net.eval()
             with torch.no_grad(), autocast():
-                predicted = torch.cat(
-                    [net(x[held_rows][i : i + 64]).float() for i in range(0, len(held_rows), 64)]
-                )
+                predicted = torch.cat([net(chunk).float() for chunk in x[held_rows].split(64)])
             predicted = predicted.argmax(1).numpy()
             truth = labels[held_rows]
             rows.append(
