@@ -9,7 +9,11 @@ Field metadata understood by the validator:
 
 * ``help``: one line shown in docs and in ``neurosepclr config --explain``;
 * ``gt`` / ``ge`` / ``le``: numeric bounds (strictly greater, greater-or-equal, less-or-equal);
-* ``min_len``: minimum list length.
+* ``min_len``: minimum list length;
+* ``flag`` and ``commands``: the command-line flag that sets the key, and the commands that take it
+  (``--seed`` for simulate, subtype and evaluate…); ``aliases`` (words standing for values, such as
+  ``auto`` for 0), ``separators`` (characters splitting a list value) and ``metavar`` say how the
+  flag is spelled. :func:`cli_flags` lists them for the command line.
 """
 
 from __future__ import annotations
@@ -31,11 +35,11 @@ from neurosepclr.errors import ConfigError, MissingInputError
 MAX_CONFIG_BYTES = 1_000_000
 
 
-def _opt(default: Any, help: str, **bounds: Any) -> Any:
-    """A dataclass field with a default, a help line and optional bounds."""
+def _opt(default: Any, help: str, **metadata: Any) -> Any:
+    """A dataclass field with a default, a help line, optional bounds and an optional flag."""
     if isinstance(default, list):
-        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **bounds})
-    return field(default=default, metadata={"help": help, **bounds})
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"help": help, **metadata})
+    return field(default=default, metadata={"help": help, **metadata})
 
 
 CommonObjective = Literal["infomax", "nt_xent", "y_aware", "conditional", "decoupled"]
@@ -51,9 +55,6 @@ class LossConfig:
 
     tau: float = _opt(0.5, "temperature τ of alignment, uniformity and k-JEM", gt=0)
     beta_s: float = _opt(1.0, "weight β_S of the salient InfoMax term L_S", ge=0)
-    gamma_uniform: float = _opt(
-        1.0, "weight γ of the s'-uniformity inside L_S (1: the paper; <1 spreads patients less)", ge=0
-    )
     beta_reg: float = _opt(10.0, "weight β_REG of the information-less background term", ge=0)
     lambda_jem: float = _opt(10.0, "weight λ of the k-JEM independence term", ge=0)
     common: CommonObjective = _opt(
@@ -77,12 +78,6 @@ class LossConfig:
     )
     attribute_sigma2: float = _opt(0.025, "σ² of the attribute kernel (sup_align)", gt=0)
     beta_attr: float = _opt(1.0, "weight of the attribute-supervised salient alignment", ge=0)
-    salient_prototypes: int = _opt(
-        0, "K prototypes of a SwAV swapped-assignment term on patients' salient projections (0: off)", ge=0
-    )
-    beta_proto: float = _opt(1.0, "weight of the prototype term (when salient_prototypes > 0)", ge=0)
-    proto_tau: float = _opt(0.1, "temperature of the prototype term's softmax", gt=0)
-    sinkhorn_eps: float = _opt(0.05, "entropy ε of the Sinkhorn–Knopp balanced assignments", gt=0)
 
     def validate(self, prefix: str) -> None:
         if len(self.metadata_sigma) != len(self.metadata):
@@ -152,16 +147,25 @@ DEFAULT_SUBTYPES = [
 class SimulateConfig:
     """Semi-synthetic cohort of ``neurosepclr simulate`` (docs/simulation.md)."""
 
-    n_controls: int = _opt(100, "number of healthy controls (background)", ge=0)
+    n_controls: int = _opt(
+        100, "number of healthy controls (background)", ge=0, flag="--n-controls", commands=("simulate",)
+    )
     n_patients_per_subtype: list[int] = _opt(
         [50, 50, 50],
         "patients per subtype: one entry per subtype (imbalance allowed), or one entry for all",
         ge=0,
         min_len=1,
+        flag="--n-patients-per-subtype",
+        commands=("simulate",),
     )
     subtypes: list[SubtypeSpec] = _opt(DEFAULT_SUBTYPES, "subtypes and their AAL3 territories")
     severity: list[float] = _opt(
-        [0.2, 0.4], "range [low, high] of the fraction of grey matter lost in the territory", ge=0, le=0.9
+        [0.2, 0.4],
+        "range [low, high] of the fraction of grey matter lost in the territory",
+        ge=0,
+        le=0.9,
+        flag="--severity",
+        commands=("simulate",),
     )
     spatial_variability: float = _opt(
         0.0,
@@ -169,15 +173,35 @@ class SimulateConfig:
         "random modulation of the territory per patient",
         ge=0,
         le=1,
+        flag="--variability",
+        commands=("simulate",),
     )
-    resolution: float = _opt(2.0, "resolution (mm) of the simulated anatomy", ge=1.0, le=4.0)
+    resolution: float = _opt(
+        2.0,
+        "resolution (mm) of the simulated anatomy",
+        ge=1.0,
+        le=4.0,
+        flag="--resolution",
+        commands=("simulate",),
+    )
     geometry: Literal["native", "mni"] = _opt(
         "native",
         "native: each image on its own scanner grid (voxel size, orientation, head pose); "
         "mni: already on the template grid, as after registration",
+        flag="--geometry",
+        commands=("simulate",),
     )
-    n_sites: int = _opt(3, "number of acquisition sites (contrast, noise, bias field)", ge=1, le=20)
-    noise: float = _opt(1.0, "multiplier of every site's noise level", ge=0)
+    n_sites: int = _opt(
+        3,
+        "number of acquisition sites (contrast, noise, bias field)",
+        ge=1,
+        le=20,
+        flag="--n-sites",
+        commands=("simulate",),
+    )
+    noise: float = _opt(
+        1.0, "multiplier of every site's noise level", ge=0, flag="--noise", commands=("simulate",)
+    )
     bias_field: float = _opt(1.0, "multiplier of every site's bias-field strength (0: none)", ge=0)
     age_range: list[float] = _opt([55.0, 85.0], "uniform age range (years) for everyone", ge=18, le=100)
     deformation_mm: float = _opt(2.0, "amplitude (mm) of each subject's smooth anatomical deformation", ge=0)
@@ -207,9 +231,26 @@ class SimulateConfig:
 class DataConfig:
     """How a BIDS cohort maps onto background (controls) and target (patients)."""
 
-    group_column: str = _opt("diagnosis", "participants.tsv column holding the group")
-    background: list[str] = _opt(["CN"], "values of group_column meaning background (controls)", min_len=1)
-    target: list[str] = _opt(["PT"], "values of group_column meaning target (patients)", min_len=1)
+    group_column: str = _opt(
+        "diagnosis",
+        "participants.tsv column holding the group",
+        flag="--group-column",
+        commands=("preprocess",),
+    )
+    background: list[str] = _opt(
+        ["CN"],
+        "values of group_column meaning background (controls)",
+        min_len=1,
+        flag="--background",
+        commands=("preprocess",),
+    )
+    target: list[str] = _opt(
+        ["PT"],
+        "values of group_column meaning target (patients)",
+        min_len=1,
+        flag="--target",
+        commands=("preprocess",),
+    )
 
     def validate(self, prefix: str) -> None:
         overlap = sorted(set(self.background) & set(self.target))
@@ -221,16 +262,20 @@ class DataConfig:
 class PreprocessConfig:
     """``neurosepclr preprocess``: validation limits, registration and output grid (docs/preprocess.md)."""
 
-    resolution: float = _opt(2.0, "analysis resolution in mm: 1, 1.5, 2, 3 or 4")
+    resolution: float = _opt(
+        2.0, "analysis resolution in mm: 1, 1.5, 2, 3 or 4", flag="--resolution", commands=("preprocess",)
+    )
     registration: Literal["affine", "rigid", "syn", "none"] = _opt(
         "affine",
         "registration to MNI152NLin2009aSym: affine (rigid then affine), rigid, syn "
         "(affine then nonlinear) or none (inputs already in MNI space)",
+        flag="--registration",
+        commands=("preprocess",),
     )
     bias_correction: bool = _opt(True, "N4 bias-field correction before registration")
     n4_shrink: int = _opt(4, "N4 shrink factor on the analysis-resolution image", ge=1, le=8)
     n4_iterations: list[int] = _opt(
-        [30, 30, 30], "N4 iterations per fitting level (benchmarks/preprocess.md)", ge=1, min_len=1
+        [30, 30, 30], "N4 iterations per fitting level (docs/preprocess.md)", ge=1, min_len=1
     )
     crop_margin_mm: float = _opt(4.0, "margin (mm) kept around the template's brain box", ge=0, le=40)
     qc_min_correlation: float = _opt(
@@ -266,28 +311,13 @@ class ModelConfig:
         ge=1,
         le=8,
     )
-    downsample: Literal["max", "avg"] = _opt(
-        "max",
-        "light_cnn downsampling between blocks: max-pooling, or average-pooling (keeps weak, spatially "
-        "extended intensity changes such as diffuse atrophy instead of the strongest local response)",
-    )
     common_dim: int = _opt(32, "dimension d_c of the common representation", ge=1)
     salient_dim: int = _opt(32, "dimension d_s of the salient representation", ge=1)
     head_hidden: int = _opt(128, "hidden width of the projection heads", ge=1)
-    members: int = _opt(
-        1,
-        "independently initialised encoder pairs trained side by side on the same subjects, each on "
-        "its own random views with its own heads and loss; their representations are concatenated "
-        "(an ensemble over initialisations and views; costs members x the compute)",
-        ge=1,
-        le=8,
-    )
 
     def validate(self, prefix: str) -> None:
         if self.pool_cells != 1 and self.encoder != "light_cnn":
             raise ConfigError(f"{prefix}.pool_cells: only light_cnn supports it, not {self.encoder!r}")
-        if self.downsample != "max" and self.encoder != "light_cnn":
-            raise ConfigError(f"{prefix}.downsample: only light_cnn supports it, not {self.encoder!r}")
 
 
 @dataclass
@@ -297,21 +327,10 @@ class AugmentConfig:
     rotation_deg: float = _opt(6.0, "max rotation about each axis (degrees)", ge=0, le=45)
     scale: float = _opt(0.05, "max relative scaling", ge=0, le=0.5)
     translation_vox: float = _opt(2.0, "max translation (voxels of the training grid)", ge=0)
-    deformation_vox: float = _opt(
-        0.0,
-        "standard deviation (voxels of the training grid) of a smooth random nonlinear displacement "
-        "(0: none); makes the encoders blind to individual anatomy that registration left",
-        ge=0,
-        le=4,
-    )
-    deformation_spacing_vox: float = _opt(
-        2.0, "control-point spacing (voxels of the training grid) of that displacement", ge=1
-    )
     gain: float = _opt(0.2, "max multiplicative intensity change", ge=0, le=1)
     offset: float = _opt(0.2, "max additive intensity change (normalised units)", ge=0)
     bias_field: float = _opt(0.1, "amplitude of a smooth multiplicative bias field", ge=0, le=1)
     noise: float = _opt(0.1, "standard deviation of Gaussian noise", ge=0)
-    cutout: float = _opt(0.0, "probability of blanking one random box", ge=0, le=1)
     flip: bool = _opt(False, "left-right flips (off: they would erase lateralised patterns)")
 
 
@@ -363,7 +382,9 @@ class TrainConfig:
         "subtype.k or subtype.k_range)",
     )
     checkpoint_every: int = _opt(50, "steps between checkpoints", ge=1)
-    device: Literal["auto", "cpu", "cuda"] = _opt("auto", "auto: cuda when available")
+    device: Literal["auto", "cpu", "cuda"] = _opt(
+        "auto", "auto: cuda when available", flag="--device", commands=("subtype",)
+    )
     gather_embeddings: bool = _opt(
         True, "with several processes (torchrun), compute the loss on the all-gathered global batch"
     )
@@ -374,37 +395,93 @@ class TrainConfig:
 
 @dataclass
 class SubtypeConfig:
-    """``neurosepclr subtype`` as run by a pipeline (the command's flags override nothing here)."""
+    """``neurosepclr subtype`` (its flags and ``neurosepclr run`` both read this section)."""
 
     k: int = _opt(
         0,
         "number of subtypes; 0: choose K from stability and silhouette, referred to noise (null_draws)",
         ge=0,
+        flag="--k",
+        commands=("subtype",),
+        aliases={"auto": 0},
+        metavar="K|auto",
     )
-    k_range: list[int] = _opt([2, 6], "smallest and largest K tried when k is 0", ge=2, min_len=2)
+    k_range: list[int] = _opt(
+        [2, 6],
+        "smallest and largest K tried when k is 0",
+        ge=2,
+        min_len=2,
+        flag="--k-range",
+        commands=("subtype",),
+        separators=",-",
+        metavar="LOW-HIGH",
+    )
     null_draws: int = _opt(
         5,
         "structureless cohorts (one Gaussian with the patients' mean and covariance) whose stability "
         "and silhouette are subtracted before K is chosen; 0: the raw (stability + silhouette) / 2",
         ge=0,
         le=50,
+        flag="--null-draws",
+        commands=("subtype",),
     )
-    method: Literal["kmeans", "gmm"] = _opt("kmeans", "clustering of standardised salient coordinates")
+    method: Literal["kmeans", "gmm"] = _opt(
+        "kmeans", "clustering of standardised salient coordinates", flag="--method", commands=("subtype",)
+    )
     standardise: Literal["controls", "patients"] = _opt(
         "controls",
         "controls: whiten salient coordinates by the training controls' mean and covariance "
         "(Mahalanobis units of normal variability); patients: z-score each coordinate over the patients",
+        flag="--standardise",
+        commands=("subtype",),
     )
-    directions: bool = _opt(
-        True,
+    directions: bool | None = _opt(
+        None,
         "cluster the direction of each patient's whitened deviation from the controls (unit length), "
-        "not its size; needs standardise: controls",
+        "not its size; needs standardise: controls (empty: on with controls, off with patients)",
+        flag="--directions",
+        commands=("subtype",),
     )
-    atlases: list[str] = _opt(["aal"], "atlases of the region tables (atlases/manifest.tsv)", min_len=1)
+    n_resamples: int = _opt(20, "split-half resamples of the stability score of each K", ge=2, le=1000)
+    confidence: float = _opt(
+        0.7, "a patient is 'confident' when the probability of its subtype reaches this", ge=0, le=1
+    )
+    atlases: list[str] = _opt(
+        ["aal"],
+        "atlases of the region tables: names from atlases/manifest.tsv (aal, desikan_killiany, "
+        "destrieux, neuromorphometrics, marsatlas, aicha) or your own LABELS.nii.gz:LABELS.tsv",
+        min_len=1,
+        flag="--atlas",
+        commands=("subtype",),
+        metavar="NAME|LABELS.nii.gz:LABELS.tsv",
+    )
     saliency: Literal["integrated_gradients", "smoothgrad", "occlusion"] = _opt(
-        "integrated_gradients", "attribution method (captum)"
+        "integrated_gradients", "attribution method (captum)", flag="--saliency", commands=("subtype",)
     )
-    checkpoint: Literal["best", "last"] = _opt("best", "weights used for subtyping")
+    checkpoint: Literal["best", "last"] = _opt(
+        "best", "weights used for subtyping", flag="--checkpoint", commands=("subtype",)
+    )
+    per_subject_maps: bool = _opt(
+        False, "also write one saliency map per subject", flag="--per-subject-maps", commands=("subtype",)
+    )
+
+    def __post_init__(self) -> None:
+        if self.directions is None:  # the default follows the standardisation
+            self.directions = self.standardise == "controls"
+
+    def validate(self, prefix: str) -> None:
+        if len(self.k_range) != 2 or self.k_range[0] > self.k_range[1]:
+            raise ConfigError(f"{prefix}.k_range: expected [low, high] with low <= high, got {self.k_range}")
+        if self.k == 1:
+            raise ConfigError(f"{prefix}.k: must be 0 (choose K) or >= 2, got 1")
+        if self.directions and self.standardise != "controls":
+            raise ConfigError(
+                f"{prefix}.directions: true needs {prefix}.standardise: controls (set directions: false)"
+            )
+
+    def k_values(self) -> list[int]:
+        """The K tried: ``k`` alone when it is set, else every K of ``k_range``."""
+        return [self.k] if self.k else list(range(self.k_range[0], self.k_range[1] + 1))
 
 
 @dataclass
@@ -414,15 +491,32 @@ class PipelineConfig:
     bids: str = _opt("", "BIDS dataset to analyse; empty: simulate one from the simulate section")
     work_dir: str = _opt("", "output root; empty: work/<pipeline file name> beside the current folder")
     truth: str = _opt("", "truth folder for evaluate; empty: the simulated cohort's, none for real data")
-    n_jobs: int = _opt(2, "parallel worker processes of simulate and preprocess", ge=1)
-    skip_bad: bool = _opt(False, "exclude images failing validation (excluded.tsv) instead of stopping")
+    n_jobs: int = _opt(
+        2,
+        "parallel worker processes of simulate and preprocess",
+        ge=1,
+        flag="--n-jobs",
+        commands=("simulate", "preprocess"),
+    )
+    skip_bad: bool = _opt(
+        False,
+        "exclude images failing validation (excluded.tsv) instead of stopping",
+        flag="--skip-bad",
+        commands=("preprocess",),
+    )
 
 
 @dataclass
 class Config:
     """The resolved configuration of one neurosepclr run."""
 
-    seed: int = _opt(0, "global random seed (Python, NumPy, torch)", ge=0)
+    seed: int = _opt(
+        0,
+        "global random seed (Python, NumPy, torch)",
+        ge=0,
+        flag="--seed",
+        commands=("simulate", "subtype", "evaluate"),
+    )
     simulate: SimulateConfig = field(
         default_factory=SimulateConfig, metadata={"help": "built-in semi-synthetic cohort"}
     )
@@ -437,14 +531,6 @@ class Config:
     pipeline: PipelineConfig = field(
         default_factory=PipelineConfig, metadata={"help": "neurosepclr run: cohort and output root"}
     )
-
-    def validate(self, prefix: str) -> None:
-        if self.model.members > 1 and self.loss.salient_prototypes:
-            raise ConfigError("model.members > 1 cannot be combined with loss.salient_prototypes")
-        if self.subtype.directions and self.subtype.standardise != "controls":
-            raise ConfigError(
-                "subtype.directions: true needs subtype.standardise: controls (set directions: false)"
-            )
 
 
 # --------------------------------------------------------------------------- YAML reading
@@ -581,9 +667,11 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
             raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
     values = {}
     for name, f in fields.items():
+        dotted = f"{prefix}.{name}" if prefix else name
         if name in data:
-            dotted = f"{prefix}.{name}" if prefix else name
             values[name] = _coerce(data[name], hints[name], dotted, dict(f.metadata))
+        elif dataclasses.is_dataclass(hints[name]):  # an absent section: its defaults, validated
+            values[name] = _build(hints[name], {}, dotted)
     obj = cls(**values)
     if hasattr(obj, "validate"):
         obj.validate(prefix)
@@ -618,18 +706,86 @@ def _apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
-    """Resolve defaults ← YAML file ← ``--set`` overrides into a validated :class:`Config`."""
+# Options removed as unproven (docs/decisions/0007-structure.md), with the value that made each one a
+# no-op: a run folder written before the removal still loads when it kept that value.
+REMOVED_OPTIONS: dict[str, Any] = {
+    "model.members": 1,
+    "model.downsample": "max",
+    "loss.gamma_uniform": 1.0,
+    "loss.salient_prototypes": 0,
+    "loss.beta_proto": None,
+    "loss.proto_tau": None,
+    "loss.sinkhorn_eps": None,
+    "train.augment.cutout": 0.0,
+    "train.augment.deformation_vox": 0.0,
+    "train.augment.deformation_spacing_vox": None,
+}
+
+
+def _drop_removed_options(data: dict[str, Any], source: str) -> None:
+    """Remove options of :data:`REMOVED_OPTIONS` that hold their no-op value (None: any value)."""
+    for dotted, neutral in REMOVED_OPTIONS.items():
+        *sections, key = dotted.split(".")
+        node: Any = data
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or key not in node:
+            continue
+        if neutral is not None and node[key] != neutral:
+            raise ConfigError(
+                f"{source}: {dotted}: {node[key]!r} uses an option removed in this version "
+                "(docs/decisions/0007-structure.md); retrain with a current config"
+            )
+        del node[key]
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    values: dict[str, Any] | None = None,
+    legacy: bool = False,
+) -> Config:
+    """Resolve defaults ← YAML file ← ``--set`` overrides ← ``values`` (dotted key → value, e.g. from
+    command-line flags) into a validated :class:`Config`. ``legacy``: the file is a run folder's
+    resolved config, which may name options removed since (dropped when they were no-ops)."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    if legacy:
+        _drop_removed_options(data, str(path))
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(data, parts, value)
+    for dotted, value in (values or {}).items():
+        _apply_override(data, dotted.split("."), value)
     return _build(Config, data, "")
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
-    """Validate a plain mapping (e.g. a resolved config read back from a run folder)."""
-    return _build(Config, data, "")
+def config_field(dotted: str) -> tuple[dataclasses.Field, Any]:
+    """The dataclass field and type annotation of a dotted key (``subtype.k_range``)."""
+    cls: Any = Config
+    *sections, name = dotted.split(".")
+    for section in sections:
+        cls = typing.get_type_hints(cls)[section]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    return fields[name], typing.get_type_hints(cls)[name]
+
+
+def cli_flags(command: str, cls: type = Config, prefix: str = "") -> list[tuple[str, str]]:
+    """(flag, dotted key) of every config key that ``neurosepclr COMMAND`` takes as a flag."""
+    found = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(hints[f.name]):
+            found += cli_flags(command, hints[f.name], dotted)
+        elif command in f.metadata.get("commands", ()):
+            found.append((f.metadata["flag"], dotted))
+    return found
+
+
+def check_value(dotted: str, value: Any) -> Any:
+    """Type- and bound-check one value for a dotted key on its own (cross-key rules not applied)."""
+    field_, annotation = config_field(dotted)
+    return _coerce(value, annotation, dotted, dict(field_.metadata))
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
@@ -653,6 +809,9 @@ def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str
             rows.extend(describe_fields(annotation, dotted))
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        if get_origin(annotation) is Literal:
+            type_name = "one of " + " | ".join(map(str, get_args(annotation)))
+        else:
+            type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
         rows.append((dotted, type_name, repr(default), f.metadata.get("help", "")))
     return rows

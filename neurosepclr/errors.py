@@ -10,7 +10,7 @@ from enum import IntEnum
 
 
 class ExitCode(IntEnum):
-    """Exit codes of ``neurosepclr`` (BSD sysexits.h, as in conventions.md)."""
+    """Exit codes of ``neurosepclr`` (BSD sysexits.h)."""
 
     OK = 0
     USAGE = 64
@@ -45,12 +45,6 @@ class MissingInputError(NeurosepclrError):
     """An input file or folder does not exist or cannot be opened."""
 
     exit_code = ExitCode.NO_INPUT
-
-
-class NotAvailableError(NeurosepclrError):
-    """A command or option that this version does not implement yet."""
-
-    exit_code = ExitCode.SOFTWARE
 
 
 class OutputError(NeurosepclrError):

@@ -147,3 +147,11 @@ def folder_lock(folder: str | Path, command: str):
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def sha256_json(payload) -> str:
+    """SHA-256 of a JSON-serialisable value, keys sorted (the digest of settings and states)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()

@@ -14,20 +14,29 @@ run with the same config and inputs is kept, a shorter one with the same setting
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
+from neurosepclr.analysis.evaluate import evaluate
+from neurosepclr.analysis.subtype import subtype
 from neurosepclr.config import Config, config_to_dict
-from neurosepclr.errors import ConfigError, MissingInputError
-from neurosepclr.io import atomic_write_text
+from neurosepclr.data.cohort import GroupMapping, build_cohort
+from neurosepclr.data.preprocess import preprocess
+from neurosepclr.data.simulate import simulate
+from neurosepclr.errors import MissingInputError
+from neurosepclr.io import atomic_write_text, sha256_json
+from neurosepclr.runfolder import config_digest
+from neurosepclr.training.checkpoint import load_checkpoint
+from neurosepclr.training.data import derivatives_manifest, inputs_digest
+from neurosepclr.training.loop import train
 
 log = logging.getLogger("neurosepclr")
 
 
 def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(parts)
 
 
 def work_dir_for(config: Config, pipeline_path: str | Path | None) -> Path:
@@ -60,8 +69,6 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
             raise MissingInputError(f"pipeline.bids: {bids} has no participants.tsv")
         truth = Path(config.pipeline.truth) if config.pipeline.truth else None
     else:
-        from neurosepclr.data.simulate import simulate
-
         bids = work / "bids"
         digest = _digest(sections["seed"], sections["simulate"])
         if state.get("simulate") == digest and (bids / "participants.tsv").is_file():
@@ -75,9 +82,6 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
         raise MissingInputError(f"pipeline.truth: {truth} has no truth.tsv")
 
     # 2. preprocess (its own content + parameter cache decides per subject)
-    from neurosepclr.data.cohort import GroupMapping, build_cohort
-    from neurosepclr.data.preprocess import preprocess
-
     derivatives = work / "derivatives"
     mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
     cohort = build_cohort(bids, mapping, None)
@@ -92,14 +96,9 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     )
 
     # 3. train: keep a finished run with the same settings and inputs, resume a shorter one
-    from neurosepclr.training.data import derivatives_manifest, inputs_digest
-    from neurosepclr.training.loop import config_digest, train
-
     run_dir = work / "run"
     train_config = config
     if truth is not None and not config.train.truth:
-        from dataclasses import replace
-
         train_config = replace(config, train=replace(config.train, truth=str(truth)))
     manifest = derivatives_manifest(derivatives)
     wanted = {"config_sha256": config_digest(train_config), "inputs_sha256": inputs_digest(manifest)}
@@ -113,30 +112,12 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     train_digest = _digest(wanted, config.train.steps)
 
     # 4. subtype
-    from neurosepclr.analysis.subtype import SubtypeOptions, subtype
-
     subtype_dir = run_dir / "subtype"
-    sub = config.subtype
-    if sub.k_range[0] > sub.k_range[1]:
-        raise ConfigError(f"subtype.k_range: {sub.k_range} is not increasing")
     digest = _digest(train_digest, sections["subtype"], sections["seed"])
     if state.get("subtype") == digest and (subtype_dir / "report.html").is_file():
         log.info("subtype: up to date (%s)", subtype_dir)
     else:
-        options = SubtypeOptions(
-            k=sub.k or "auto",
-            k_range=(sub.k_range[0], sub.k_range[1]),
-            null_draws=sub.null_draws,
-            method=sub.method,
-            standardise=sub.standardise,
-            directions=sub.directions,
-            atlases=list(sub.atlases),
-            saliency=sub.saliency,
-            checkpoint=sub.checkpoint,
-            seed=config.seed,
-            device=config.train.device,
-        )
-        subtype(run_dir, subtype_dir, options)
+        subtype(run_dir, subtype_dir, config)
         record("subtype", digest)
 
     # 5. evaluate
@@ -149,8 +130,6 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
         "report": str(subtype_dir / "report.html"),
     }
     if truth is not None:
-        from neurosepclr.analysis.evaluate import evaluate
-
         result["scorecard"] = evaluate(subtype_dir, truth, seed=config.seed)
     return result
 
@@ -163,6 +142,4 @@ def _finished_step(run_dir: Path, wanted: dict[str, str]) -> int | None:
     run = json.loads(run_json.read_text())
     if any(run.get(key) != value for key, value in wanted.items()):
         return None
-    from neurosepclr.training.checkpoint import load_checkpoint
-
     return int(load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"])

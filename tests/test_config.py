@@ -44,7 +44,10 @@ def test_defaults_then_file_then_overrides(tmp_path):
         (["loss.common=y_aware"], "loss.metadata: common objective 'y_aware' needs"),
         (["loss.metadata=[age]", "loss.metadata_sigma=[-1]"], r"loss.metadata_sigma\[0\]: must be > 0"),
         (["loss.tau=.inf"], "loss.tau: must be finite"),
-        (["subtype.standardise=patients"], "subtype.directions: true needs subtype.standardise: controls"),
+        (
+            ["subtype.standardise=patients", "subtype.directions=true"],
+            "subtype.directions: true needs subtype.standardise: controls",
+        ),
         (["loss=3"], "loss: expected a mapping"),
         (["loss.tau.x=3"], "loss.tau: expected a number, got dict"),
         (["seed.x=3"], "seed: expected an integer, got dict"),

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -27,7 +26,6 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.optimize import linear_sum_assignment
-from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import (
     adjusted_mutual_info_score,
     adjusted_rand_score,
@@ -35,40 +33,14 @@ from sklearn.metrics import (
     mean_absolute_error,
     r2_score,
 )
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
+from neurosepclr.data.truth import TRUTH_PATIENT, Truth, load_truth
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import atomic_write_text, read_tsv
+from neurosepclr.probes import held_out_predictions
 
-TARGET = "PT"
 TRAIN_SPLIT = "train"
 _SPACE_COLUMN = re.compile(r"^(?P<space>[A-Za-z][A-Za-z0-9]*)_(?P<k>\d+)$")
-
-
-@dataclass(frozen=True)
-class Truth:
-    """A simulated cohort's truth: one row per subject, and the subtype masks (MNI)."""
-
-    table: pd.DataFrame
-    masks: dict[str, nib.Nifti1Image]
-    regions: dict[str, list[str]]
-
-
-def load_truth(path: str | Path) -> Truth:
-    """Read ``derivatives/truth`` (or a simulated BIDS root that holds it)."""
-    path = Path(path)
-    if (path / "derivatives" / "truth").is_dir():
-        path = path / "derivatives" / "truth"
-    for name in ("truth.tsv", "subtypes.tsv"):
-        if not (path / name).is_file():
-            raise MissingInputError(f"truth folder {path} has no {name} (written by neurosepclr simulate)")
-    table = read_tsv(path / "truth.tsv")
-    subtypes = read_tsv(path / "subtypes.tsv")
-    masks = {row.subtype: nib.load(path / row.mask) for row in subtypes.itertuples()}
-    regions = {row.subtype: str(row.regions).split(",") for row in subtypes.itertuples()}
-    return Truth(table, masks, regions)
 
 
 def subtype_agreement(predicted: np.ndarray, true: np.ndarray) -> dict[str, float]:
@@ -98,35 +70,6 @@ def embedding_spaces(frame: pd.DataFrame) -> dict[str, list[str]]:
     return {space: [c for _, c in sorted(cols)] for space, cols in spaces.items()}
 
 
-def _classification_probe(x, y, train, seed):
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-    return _probe(model, x, y, train, seed, stratify=True)
-
-
-def _regression_probe(x, y, train, seed):
-    return _probe(make_pipeline(StandardScaler(), Ridge(alpha=1.0)), x, y, train, seed, stratify=False)
-
-
-def _probe(model, x, y, train, seed, stratify):
-    """Predictions on held-out subjects: fit on ``train`` rows, or 5-fold CV when there is no split."""
-    if train is not None and train.any() and (~train).any():
-        if stratify and len(set(y[train])) < 2:
-            return None, None
-        model.fit(x[train], y[train])
-        return model.predict(x[~train]), ~train
-    if stratify:
-        counts = pd.Series(y).value_counts()
-        folds = int(min(5, counts.min())) if len(counts) > 1 else 0
-        if folds < 2:
-            return None, None
-        cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    else:
-        cv = 5 if len(y) >= 10 else None
-        if cv is None:
-            return None, None
-    return cross_val_predict(model, x, y, cv=cv), np.ones(len(y), dtype=bool)
-
-
 def probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     """The method.md probe table for every space: one row per (space, task, metric)."""
     import warnings
@@ -145,7 +88,7 @@ def _probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int) -> pd
     rows = []
     for space, columns in spaces.items():
         x = merged[columns].to_numpy(dtype=float)
-        is_patient = (merged["group"] == TARGET).to_numpy()
+        is_patient = (merged["group"] == TRUTH_PATIENT).to_numpy()
         tasks = [
             ("diagnosis", np.ones(len(merged), bool), "group", "classification"),
             ("subtype", is_patient, "subtype", "classification"),
@@ -159,11 +102,13 @@ def _probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int) -> pd
             train = (split[rows_used] == TRAIN_SPLIT) if split is not None else None
             if kind == "classification":
                 target = merged[column].astype(str).to_numpy()[rows_used]
-                predicted, held = _classification_probe(x[rows_used], target, train, seed)
+                predicted, held = held_out_predictions(x[rows_used], target, train, seed, classification=True)
                 scores = {"balanced_accuracy": balanced_accuracy_score} if predicted is not None else {}
             else:
                 target = pd.to_numeric(merged[column], errors="coerce").to_numpy(dtype=float)[rows_used]
-                predicted, held = _regression_probe(x[rows_used], target, train, seed)
+                predicted, held = held_out_predictions(
+                    x[rows_used], target, train, seed, classification=False
+                )
                 scores = {"mae": mean_absolute_error, "r2": r2_score} if predicted is not None else {}
             for metric, score in scores.items():
                 value = score(target[held], predicted)
@@ -250,7 +195,7 @@ def evaluate(
         predicted = read_tsv(subtypes_path)
         _check_ids(predicted, known, subtypes_path)
         merged = predicted.merge(truth.table, on="participant_id", suffixes=("_pred", ""))
-        patients = merged[merged["group"] == TARGET].dropna(subset=["subtype_pred"])
+        patients = merged[merged["group"] == TRUTH_PATIENT].dropna(subset=["subtype_pred"])
         if patients.empty:
             raise InputDataError(f"{subtypes_path}: no patient has a predicted subtype")
         subsets = {"all": patients}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -162,20 +163,38 @@ def _table(frame: pd.DataFrame) -> str:
     return frame.to_html(index=False, float_format=lambda v: f"{v:.3g}", na_rep="n/a", border=0, classes="t")
 
 
-def write_report(out, run, data, subtypes, stability, maps, tables, atlases, salient, options) -> Path:
-    """Render figures and ``report.html`` into ``out``; returns the report path."""
+@dataclass
+class ReportContent:
+    """Everything ``subtype`` computed that the report shows; the report computes nothing itself."""
+
+    out: Path
+    run: object  # the TrainedRun: its folder, checkpoint and step
+    table: pd.DataFrame  # the cohort table (group, age, sex, site…)
+    grid_shape: tuple[int, ...]
+    subtypes: pd.DataFrame
+    stability: pd.DataFrame
+    maps: dict
+    tables: dict
+    atlases: list
+    salient: np.ndarray
+    probes: pd.DataFrame
+    settings: object  # the SubtypeConfig
+
+
+def write_report(content: ReportContent) -> Path:
+    """Render figures and ``report.html`` into ``content.out``; returns the report path."""
     import matplotlib
 
     matplotlib.use("Agg")
-    from neurosepclr.analysis.evaluate import probe_table
 
-    out = Path(out)
+    c = content
+    out, run, subtypes, stability, maps = Path(c.out), c.run, c.subtypes, c.stability, c.maps
     figures = out / "figures"
     figures.mkdir(exist_ok=True)
     pngs: dict[str, bytes] = {
         "k_selection": _figure_bytes(k_selection_figure(stability)),
         "subtype_sizes": _figure_bytes(sizes_figure(subtypes)),
-        "salient_space": _figure_bytes(salient_space_figure(salient, subtypes)),
+        "salient_space": _figure_bytes(salient_space_figure(c.salient, subtypes)),
     }
     if (run.run_dir / "metrics.jsonl").is_file():
         pngs["training_curves"] = _figure_bytes(training_figure(run.run_dir / "metrics.jsonl"))
@@ -187,19 +206,16 @@ def write_report(out, run, data, subtypes, stability, maps, tables, atlases, sal
     for name, png in pngs.items():
         atomic_write_bytes(figures / f"{name}.png", png)
 
-    embeddings = pd.read_csv(out / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
-    columns = [c for c in ("participant_id", "group", "age", "sex", "site") if c in data.table]
-    probes = probe_table(embeddings, data.table[columns], options.seed)
     demographics = pd.read_csv(out / "demographics.tsv", sep="\t")
-    n_target = int((data.table["group"] == "target").sum())
+    n_target = int((c.table["group"] == "target").sum())
     sections = [
         "<h2>Cohort</h2>",
-        f"<p>{len(data.table)} subjects: {n_target} patients (target), {len(data.table) - n_target} controls "
+        f"<p>{len(c.table)} subjects: {n_target} patients (target), {len(c.table) - n_target} controls "
         f"(background). Run <code>{html.escape(str(run.run_dir))}</code>, checkpoint "
         f"<code>{run.checkpoint.name}</code> (step {run.step}), training grid "
-        f"{'×'.join(str(s) for s in data.volumes.shape[2:])} voxels. Subtypes fitted on the "
+        f"{'×'.join(str(s) for s in c.grid_shape)} voxels. Subtypes fitted on the "
         f"{int(((subtypes['group'] == 'target') & subtypes['in_training']).sum())} training patients "
-        f"({options.method}); saliency: {html.escape(options.saliency)}.</p>",
+        f"({c.settings.method}); saliency: {html.escape(c.settings.saliency)}.</p>",
         "<h2>Number of subtypes</h2>",
         _img(pngs["k_selection"], "K selection"),
         k_selection_text(stability),
@@ -210,7 +226,7 @@ def write_report(out, run, data, subtypes, stability, maps, tables, atlases, sal
         "<h2>Salient space</h2>",
         _img(pngs["salient_space"], "salient space"),
         "<h2>What each space knows (held-out linear probes)</h2>",
-        _table(probes),
+        _table(c.probes),
     ]
     for label in maps:
         sections += [
@@ -218,8 +234,8 @@ def write_report(out, run, data, subtypes, stability, maps, tables, atlases, sal
             _img(pngs[f"subtype-{label}_glass"], f"subtype {label} glass brain"),
             _img(pngs[f"subtype-{label}_slices"], f"subtype {label} slices"),
         ]
-        for atlas in atlases:
-            table = tables[label][atlas.name].head(10)
+        for atlas in c.atlases:
+            table = c.tables[label][atlas.name].head(10)
             sections += [
                 f"<h3>Top regions, atlas {html.escape(atlas.name)}</h3>",
                 _table(table),

@@ -11,6 +11,7 @@ Outputs (default folder ``RUN_DIR/subtype``)::
     tables/subtype-<S>_atlas-<A>_regions.tsv (+ .json with the atlas licence)
     figures/*.png, report.html
 
+Every setting comes from the ``subtype`` section of the config (:class:`~neurosepclr.config.SubtypeConfig`).
 With ``cohort=`` the fitted subtypes of an earlier ``subtype`` call assign another preprocessed cohort
 (``predict``, no refit) and subjects that were in training (same ID or same image content) are flagged.
 """
@@ -19,13 +20,20 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from neurosepclr.analysis.evaluate import probe_table
+from neurosepclr.analysis.report import ReportContent, write_report
+from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table
+from neurosepclr.atlases import LICENCES, load_atlas, load_label_atlas
+from neurosepclr.clustering import SalientSubtyper, stability_table, subtyper_from_dict, subtyper_to_dict
+from neurosepclr.compute import representations, resolve_device
+from neurosepclr.config import Config, SubtypeConfig
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import (
     atomic_write_bytes,
@@ -34,29 +42,12 @@ from neurosepclr.io import (
     tsv_text,
     write_dataset_description,
 )
+from neurosepclr.runfolder import subject_frame, write_embeddings
+from neurosepclr.training.data import CohortTensors
+from neurosepclr.training.inference import TrainedRun, load_run, training_membership
 
 log = logging.getLogger("neurosepclr")
 CONTROL_LABEL = "control"
-
-
-@dataclass
-class SubtypeOptions:
-    k: str | int = "auto"
-    k_range: tuple[int, int] = (2, 6)
-    method: str = "kmeans"
-    standardise: str = "controls"
-    directions: bool = True
-    atlases: list[str] = field(default_factory=lambda: ["aal"])
-    user_atlases: list[tuple[Path, Path]] = field(default_factory=list)
-    saliency: str = "integrated_gradients"
-    checkpoint: str = "best"
-    n_resamples: int = 20
-    null_draws: int = 5
-    confidence: float = 0.7
-    per_subject_maps: bool = False
-    device: str = "auto"
-    seed: int = 0
-    report: bool = True
 
 
 def demographics(subtypes: pd.DataFrame, cohort: pd.DataFrame) -> pd.DataFrame:
@@ -104,21 +95,32 @@ def _write_tsv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write_text(path, tsv_text(frame))
 
 
-def subtype(
-    run_dir: str | Path, out_dir: str | Path | None = None, options: SubtypeOptions | None = None
-) -> dict:
-    """Subtype the patients of a trained run; returns a summary (K, sizes, output paths)."""
-    from neurosepclr.analysis.subtyping import SalientSubtyper, stability_table, subtyper_to_dict
-    from neurosepclr.training.inference import load_run
-    from neurosepclr.training.loop import resolve_device, subject_frame, write_embeddings
-    from neurosepclr.training.probes import representations
+@dataclass
+class Embedded:
+    """A run's cohort in its salient and common spaces, with the training split and reference rows."""
 
-    options = options or SubtypeOptions()
-    run = load_run(run_dir, options.checkpoint)
-    out = Path(out_dir) if out_dir is not None else default_out_dir(run.run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    write_dataset_description(out, "neurosepclr subtypes", "neurosepclr subtype", run.run_dir)
-    device = resolve_device(options.device)
+    data: CohortTensors
+    split: np.ndarray
+    common: np.ndarray
+    salient: np.ndarray
+
+    @property
+    def is_target(self) -> np.ndarray:
+        return self.data.is_target.numpy()
+
+    @property
+    def fit_rows(self) -> np.ndarray:
+        """The training patients: the subtypes are fitted on them alone."""
+        return self.is_target & (self.split == "train")
+
+    @property
+    def reference_rows(self) -> np.ndarray:
+        """The training controls: the reference the salient coordinates are whitened against."""
+        return ~self.is_target & (self.split == "train")
+
+
+def embed(run: TrainedRun, device: torch.device) -> Embedded:
+    """Step 1: every subject of the run's cohort through the trained encoders (eval mode)."""
     data = run.cohort()
     split_frame = data.table[["participant_id", "session_id"]].merge(
         run.split[["participant_id", "session_id", "split"]], on=["participant_id", "session_id"], how="left"
@@ -126,74 +128,176 @@ def subtype(
     if split_frame["split"].isna().any():
         missing = split_frame.loc[split_frame["split"].isna(), "participant_id"].iloc[0]
         raise InputDataError(f"{missing}: in the derivatives but not in {run.run_dir / 'split.tsv'}")
-    split = split_frame["split"].to_numpy(dtype=str)
-    model = run.model.to(device)
-    common, salient = representations(model, data.volumes, device)
-    base = subject_frame(data.table, split)
-    write_embeddings(out / "embeddings.tsv", data.table, split, common, salient)
+    common, salient = representations(run.model.to(device), data.volumes, device)
+    return Embedded(data, split_frame["split"].to_numpy(dtype=str), common, salient)
 
-    is_target = data.is_target.numpy()
-    fit_rows = is_target & (split == "train")
-    train_controls = ~is_target & (split == "train")
-    if options.standardise == "controls" and train_controls.sum() < 2:
+
+def check_group_sizes(embedded: Embedded, settings: SubtypeConfig, where: Path) -> None:
+    """Refuse cohorts too small for the settings; warn when the controls' covariance is poorly known."""
+    n_controls, n_patients = int(embedded.reference_rows.sum()), int(embedded.fit_rows.sum())
+    dim = embedded.salient.shape[1]
+    if settings.standardise == "controls" and n_controls < 2:
         raise InputDataError(
-            f"{run.run_dir}: only {int(train_controls.sum())} training controls, too few to standardise "
-            "against (use --standardise patients)"
+            f"{where}: only {n_controls} training controls, too few to standardise against "
+            "(use --standardise patients)"
         )
-    if options.standardise == "controls" and train_controls.sum() < 2 * salient.shape[1]:
+    if settings.standardise == "controls" and n_controls < 2 * dim:
         log.warning(
             "%d training controls for a %d-dimensional salient space: the controls' covariance is "
             "poorly estimated; compare with --standardise patients (docs/training.md)",
-            int(train_controls.sum()),
-            salient.shape[1],
+            n_controls,
+            dim,
         )
-    reference = salient[train_controls]  # used by the subtyper only with standardise="controls"
-    if fit_rows.sum() < 4:
-        raise InputDataError(
-            f"{run.run_dir}: only {int(fit_rows.sum())} training patients, too few to subtype"
-        )
-    if options.k != "auto" and int(options.k) * 2 > fit_rows.sum():
-        raise InputDataError(f"--k {options.k}: {int(fit_rows.sum())} training patients are too few for it")
+    if n_patients < 4:
+        raise InputDataError(f"{where}: only {n_patients} training patients, too few to subtype")
+    if settings.k and settings.k * 2 > n_patients:
+        raise InputDataError(f"--k {settings.k}: {n_patients} training patients are too few for it")
+
+
+def choose_k(embedded: Embedded, settings: SubtypeConfig, seed: int) -> tuple[int, pd.DataFrame]:
+    """Step 2: split-half stability and silhouette of every K, referred to structureless data."""
+    low, high = settings.k_range
     try:
         stability = stability_table(
-            salient[fit_rows],
-            range(options.k_range[0], options.k_range[1] + 1),
-            options.method,
-            options.n_resamples,
-            options.seed,
-            options.standardise,
-            reference,
-            options.directions,
-            options.null_draws,
+            embedded.salient[embedded.fit_rows],
+            range(low, high + 1),
+            method=settings.method,
+            n_resamples=settings.n_resamples,
+            random_state=seed,
+            standardise=settings.standardise,
+            reference=embedded.salient[embedded.reference_rows],
+            directions=settings.directions,
+            null_draws=settings.null_draws,
         )
     except ValueError as exc:
-        raise InputDataError(f"--k-range {options.k_range[0]}-{options.k_range[1]}: {exc}") from None
-    if options.null_draws > 0 and stability["score"].max() <= 0:
+        raise InputDataError(f"--k-range {low}-{high}: {exc}") from None
+    if settings.null_draws > 0 and stability["score"].max() <= 0:
         log.warning(
             "no K in %d-%d is more reproducible than structureless data with the patients' covariance "
             "(best null-referenced score %.3f, stability.tsv): the salient space shows no subtypes",
-            options.k_range[0],
-            options.k_range[1],
+            low,
+            high,
             stability["score"].max(),
         )
-    k = int(stability.loc[stability["chosen"], "k"].iloc[0]) if options.k == "auto" else int(options.k)
+    k = settings.k or int(stability.loc[stability["chosen"], "k"].iloc[0])
     stability["chosen"] = stability["k"] == k
-    _write_tsv(out / "stability.tsv", stability)
+    return k, stability
 
+
+def fit_subtypes(
+    embedded: Embedded, k: int, settings: SubtypeConfig, seed: int
+) -> tuple[SalientSubtyper, pd.DataFrame, list[str]]:
+    """Step 3: the subtyper fitted on the training patients; every subject assigned (subtypes.tsv)."""
     subtyper = SalientSubtyper(
         k,
-        options.method,
-        options.standardise,
-        options.directions,
-        confidence=options.confidence,
-        random_state=options.seed,
+        settings.method,
+        settings.standardise,
+        settings.directions,
+        confidence=settings.confidence,
+        random_state=seed,
     )
-    subtyper.fit(salient[fit_rows], reference=reference)
+    subtyper.fit(embedded.salient[embedded.fit_rows], reference=embedded.salient[embedded.reference_rows])
     index_names, names = _label_names(subtyper.labels_, k)
-    subtypes = _assign(subtyper, salient, base, is_target, index_names, names, options.confidence)
-    subtypes["in_training"] = split == "train"
+    base = subject_frame(embedded.data.table, embedded.split)
+    subtypes = _assign(subtyper, embedded.salient, base, embedded.is_target, index_names, names)
+    subtypes["in_training"] = embedded.split == "train"
+    return subtyper, subtypes, names
+
+
+def saliency_maps(
+    run: TrainedRun,
+    embedded: Embedded,
+    subtyper: SalientSubtyper,
+    subtypes: pd.DataFrame,
+    settings: SubtypeConfig,
+    device: torch.device,
+) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+    """Step 4: attribution of each subject's (whitened) distance from the controls' centre, averaged
+    per subtype; returns the per-subject attributions and the per-subtype maps."""
+    data = embedded.data
+    background_point = torch.from_numpy(embedded.salient[embedded.reference_rows].mean(axis=0)).float()
+    whitening = None
+    if settings.standardise == "controls":  # the controls' metric the subtypes were found in
+        whitening = torch.from_numpy(subtyper.whitening_).float()
+    baseline = data.volumes[torch.from_numpy(embedded.reference_rows)].mean(dim=0, keepdim=True)
+    log.info("saliency (%s) of %d subjects", settings.saliency, len(data))
+    attributions = attribute(
+        run.model,
+        data.volumes,
+        background_point,
+        baseline,
+        method=settings.saliency,
+        whitening=whitening,
+        device=device,
+    )
+    labels = subtypes["subtype"].to_numpy(dtype=object)
+    return attributions, group_maps(attributions, labels, control_rows=~embedded.is_target)
+
+
+def write_maps_and_tables(out: Path, maps: dict, affine: np.ndarray, atlases: list) -> dict:
+    """Step 5: NIfTI maps on the template grid and one region table per subtype and atlas."""
+    for folder in ("maps", "tables"):  # a rerun with another K must not leave the old subtypes' files
+        (out / folder).mkdir(exist_ok=True)
+        for stale in (out / folder).glob("subtype-*"):
+            stale.unlink()
+    tables: dict[str, dict[str, pd.DataFrame]] = {}
+    for label, group in maps.items():
+        for desc, key in (("saliency", "saliency"), ("signedsaliency", "signed"), ("saliencyz", "zmap")):
+            atomic_write_bytes(
+                out / "maps" / f"subtype-{label}_desc-{desc}_map.nii.gz",
+                nifti_gz_bytes(map_image(group[key], affine)),
+            )
+        for atlas in atlases:
+            table = region_table(group["saliency"], group["signed"], affine, atlas)
+            stem = f"subtype-{label}_atlas-{atlas.name}_regions"
+            _write_tsv(out / "tables" / f"{stem}.tsv", table)
+            atomic_write_text(
+                out / "tables" / f"{stem}.json",
+                json.dumps({"atlas": atlas.name, "licence": atlas.licence, "ranked_by": "mean_abs_saliency"})
+                + "\n",
+            )
+            tables.setdefault(label, {})[atlas.name] = table
+    return tables
+
+
+def write_subject_maps(out: Path, base: pd.DataFrame, attributions: np.ndarray, affine: np.ndarray) -> None:
+    (out / "maps" / "subjects").mkdir(exist_ok=True)
+    for row, values in zip(base.itertuples(), attributions, strict=True):
+        session = f"_ses-{row.session_id}" if isinstance(row.session_id, str) and row.session_id else ""
+        atomic_write_bytes(
+            out / "maps" / "subjects" / f"{row.participant_id}{session}_desc-saliency_map.nii.gz",
+            nifti_gz_bytes(map_image(values, affine)),
+        )
+
+
+def subtype(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    config: Config | None = None,
+    derivatives: str | Path | None = None,
+    report: bool = True,
+) -> dict:
+    """Subtype the patients of a trained run with the ``subtype`` settings of ``config``; returns a
+    summary (K, sizes, output paths). ``derivatives``: where the run's derivatives are now, if moved."""
+    config = config or Config()
+    settings = config.subtype
+    atlases = resolve_atlases(settings.atlases)
+    run = load_run(run_dir, settings.checkpoint, derivatives)
+    out = Path(out_dir) if out_dir is not None else default_out_dir(run.run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_dataset_description(out, "neurosepclr subtypes", "neurosepclr subtype", run.run_dir)
+    device = resolve_device(config.train.device)
+
+    embedded = embed(run, device)
+    write_embeddings(
+        out / "embeddings.tsv", embedded.data.table, embedded.split, embedded.common, embedded.salient
+    )
+    check_group_sizes(embedded, settings, run.run_dir)
+    k, stability = choose_k(embedded, settings, config.seed)
+    _write_tsv(out / "stability.tsv", stability)
+    subtyper, subtypes, names = fit_subtypes(embedded, k, settings, config.seed)
     _write_tsv(out / "subtypes.tsv", subtypes)
-    _write_tsv(out / "demographics.tsv", demographics(subtypes, data.table))
+    _write_tsv(out / "demographics.tsv", demographics(subtypes, embedded.data.table))
     model_json = {
         "subtyper": subtyper_to_dict(subtyper),
         "names": names,
@@ -207,68 +311,37 @@ def subtype(
         "K = %d subtypes (%s)", k, ", ".join(f"{n}: {int((subtypes['subtype'] == n).sum())}" for n in names)
     )
 
-    # saliency: attribution of the distance from the background's null point
-    from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table
-
-    background_point = torch.from_numpy(reference.mean(axis=0)).float()
-    whitening = None
-    if options.standardise == "controls":  # the controls' metric the subtypes were found in
-        whitening = torch.from_numpy(subtyper.whitening_).float()
-    baseline = data.volumes[torch.from_numpy(train_controls)].mean(dim=0, keepdim=True)
-    log.info("saliency (%s) of %d subjects", options.saliency, len(data))
-    attributions = attribute(
-        model,
-        data.volumes,
-        background_point,
-        baseline,
-        method=options.saliency,
-        whitening=whitening,
-        device=device,
-    )
-    labels = subtypes["subtype"].to_numpy(dtype=object)
-    maps = group_maps(attributions, labels, control_rows=~is_target)
-    for folder in ("maps", "tables"):  # a rerun with another K must not leave the old subtypes' files
-        (out / folder).mkdir(exist_ok=True)
-        for stale in (out / folder).glob("subtype-*"):
-            stale.unlink()
-    atlas_list = _atlases(options)
-    tables: dict[str, dict[str, pd.DataFrame]] = {}
-    for label, group in maps.items():
-        for desc, key in (("saliency", "saliency"), ("signedsaliency", "signed"), ("saliencyz", "zmap")):
-            atomic_write_bytes(
-                out / "maps" / f"subtype-{label}_desc-{desc}_map.nii.gz",
-                nifti_gz_bytes(map_image(group[key], data.affine)),
-            )
-        for atlas in atlas_list:
-            table = region_table(group["saliency"], group["signed"], data.affine, atlas)
-            stem = f"subtype-{label}_atlas-{atlas.name}_regions"
-            _write_tsv(out / "tables" / f"{stem}.tsv", table)
-            atomic_write_text(
-                out / "tables" / f"{stem}.json",
-                json.dumps({"atlas": atlas.name, "licence": atlas.licence, "ranked_by": "mean_abs_saliency"})
-                + "\n",
-            )
-            tables.setdefault(label, {})[atlas.name] = table
-    if options.per_subject_maps:
-        (out / "maps" / "subjects").mkdir(exist_ok=True)
-        for row, values in zip(base.itertuples(), attributions, strict=True):
-            session = f"_ses-{row.session_id}" if isinstance(row.session_id, str) and row.session_id else ""
-            atomic_write_bytes(
-                out / "maps" / "subjects" / f"{row.participant_id}{session}_desc-saliency_map.nii.gz",
-                nifti_gz_bytes(map_image(values, data.affine)),
-            )
+    attributions, maps = saliency_maps(run, embedded, subtyper, subtypes, settings, device)
+    tables = write_maps_and_tables(out, maps, embedded.data.affine, atlases)
+    if settings.per_subject_maps:
+        write_subject_maps(
+            out, subject_frame(embedded.data.table, embedded.split), attributions, embedded.data.affine
+        )
     names = sorted(names, key=lambda n: int(n[1:]))
     summary = {"k": k, "names": names, "out": str(out), "sizes": subtypes["subtype"].value_counts().to_dict()}
-    if options.report:
-        from neurosepclr.analysis.report import write_report
-
-        summary["report"] = str(
-            write_report(out, run, data, subtypes, stability, maps, tables, atlas_list, salient, options)
+    if report:
+        table = embedded.data.table
+        embeddings = pd.read_csv(out / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
+        columns = [c for c in ("participant_id", "group", "age", "sex", "site") if c in table]
+        content = ReportContent(
+            out=out,
+            run=run,
+            table=table,
+            grid_shape=tuple(embedded.data.volumes.shape[2:]),
+            subtypes=subtypes,
+            stability=stability,
+            maps=maps,
+            tables=tables,
+            atlases=atlases,
+            salient=embedded.salient,
+            probes=probe_table(embeddings, table[columns], config.seed),
+            settings=settings,
         )
+        summary["report"] = str(write_report(content))
     return summary
 
 
-def _assign(subtyper, salient, base, is_target, index_names, names, confidence) -> pd.DataFrame:
+def _assign(subtyper, salient, base, is_target, index_names, names) -> pd.DataFrame:
     """subtypes.tsv rows: subtype, probability of it, distance to its centre, confident, p_<S>."""
     probabilities = subtyper.predict_proba(salient)
     index = subtyper.predict(salient)
@@ -277,30 +350,42 @@ def _assign(subtyper, salient, base, is_target, index_names, names, confidence) 
     frame["subtype"] = np.where(is_target, index_names[index], CONTROL_LABEL)
     frame["probability"] = np.where(is_target, probabilities[np.arange(len(index)), index], np.nan)
     frame["distance"] = np.where(is_target, distances, np.nan)
-    frame["confident"] = np.where(is_target, frame["probability"] >= confidence, False)
+    frame["confident"] = np.where(is_target, frame["probability"] >= subtyper.confidence, False)
     for position, name in enumerate(index_names):
         frame[f"p_{name}"] = np.where(is_target, probabilities[:, position], np.nan)
     ordered = [f"p_{n}" for n in sorted(names, key=lambda n: int(n[1:]))]
     return frame[[c for c in frame.columns if not c.startswith("p_")] + ordered]
 
 
-def _atlases(options: SubtypeOptions) -> list:
-    from neurosepclr.atlases import load_atlas, load_label_atlas
-
-    atlases = [load_atlas(name) for name in options.atlases]
-    for image, table in options.user_atlases:
-        atlases.append(load_label_atlas(image, table, Path(image).name.split(".")[0].replace("_", "")))
+def resolve_atlases(entries: list[str]) -> list:
+    """Atlases by name (atlases/manifest.tsv) or as ``LABELS.nii.gz:LABELS.tsv``; unknown names refused
+    before any work is done."""
+    unknown = [entry for entry in entries if ":" not in entry and entry not in LICENCES]
+    if unknown:
+        raise MissingInputError(
+            f"--atlas: unknown atlas '{unknown[0]}' (known: {', '.join(sorted(LICENCES))})"
+        )
+    atlases = []
+    for entry in entries:
+        if ":" in entry:
+            image, table = entry.split(":", 1)
+            atlases.append(
+                load_label_atlas(Path(image), Path(table), Path(image).name.split(".")[0].replace("_", ""))
+            )
+        else:
+            atlases.append(load_atlas(entry))
     return atlases
 
 
-def predict_cohort(run_dir: str | Path, cohort_dir: str | Path, out_dir: str | Path | None = None,
-                   subtype_dir: str | Path | None = None, device: str = "auto") -> dict:  # fmt: skip
+def predict_cohort(
+    run_dir: str | Path,
+    cohort_dir: str | Path,
+    out_dir: str | Path | None = None,
+    subtype_dir: str | Path | None = None,
+    config: Config | None = None,
+) -> dict:
     """Assign a new preprocessed cohort to the subtypes fitted by an earlier ``subtype`` call."""
-    from neurosepclr.analysis.subtyping import subtyper_from_dict
-    from neurosepclr.training.inference import load_run, training_membership
-    from neurosepclr.training.loop import resolve_device, subject_frame, write_embeddings
-    from neurosepclr.training.probes import representations
-
+    config = config or Config()
     run_dir = Path(run_dir)
     subtype_dir = default_out_dir(run_dir, fitted=subtype_dir)
     model_path = subtype_dir / "subtype_model.json"
@@ -315,16 +400,14 @@ def predict_cohort(run_dir: str | Path, cohort_dir: str | Path, out_dir: str | P
         out, "neurosepclr subtype assignment", "neurosepclr subtype --cohort", cohort_dir
     )
     data = run.cohort(cohort_dir)
-    device_ = resolve_device(device)
-    common, salient = representations(run.model.to(device_), data.volumes, device_)
+    device = resolve_device(config.train.device)
+    common, salient = representations(run.model.to(device), data.volumes, device)
     in_training = training_membership(run, data.table, data.manifest["sha256"])
     split = np.where(in_training, "train", "new")
     base = subject_frame(data.table, split)
     write_embeddings(out / "embeddings.tsv", data.table, split, common, salient)
     names = np.array(fitted["names"], dtype=object)
-    subtypes = _assign(
-        subtyper, salient, base, data.is_target.numpy(), names, list(names), subtyper.confidence
-    )
+    subtypes = _assign(subtyper, salient, base, data.is_target.numpy(), names, list(names))
     subtypes["in_training"] = in_training
     _write_tsv(out / "subtypes.tsv", subtypes)
     _write_tsv(out / "demographics.tsv", demographics(subtypes, data.table))

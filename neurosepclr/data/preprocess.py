@@ -31,11 +31,10 @@ from scipy import ndimage
 from neurosepclr import __version__
 from neurosepclr.config import Config, PreprocessConfig, dump_config
 from neurosepclr.data.cohort import CohortTable
-from neurosepclr.data.simulate import res_label
-from neurosepclr.data.template import SPACE, load_template, make_nifti
+from neurosepclr.data.template import SPACE, load_template, make_nifti, res_label
 from neurosepclr.data.validate import ValidationPolicy, validate_image
 from neurosepclr.errors import InputDataError, NeurosepclrError
-from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, tsv_text
+from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, sha256_json, tsv_text
 
 log = logging.getLogger("neurosepclr")
 
@@ -85,7 +84,7 @@ def params_hash(cfg: PreprocessConfig) -> str:
     import ants
 
     payload = {"params": asdict(cfg), "pipeline": PIPELINE_VERSION, "ants": getattr(ants, "__version__", "?")}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return sha256_json(payload)
 
 
 def subject_stem(participant_id: str, session_id: str) -> str:

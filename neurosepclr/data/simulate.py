@@ -33,7 +33,7 @@ from scipy import ndimage
 from neurosepclr import __version__
 from neurosepclr.atlases import Atlas, load_atlas
 from neurosepclr.config import Config, SimulateConfig, dump_config
-from neurosepclr.data.template import SPACE, Template, load_template, make_nifti
+from neurosepclr.data.template import SPACE, Template, load_template, make_nifti, res_label
 from neurosepclr.errors import ConfigError, OutputError
 from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, tsv_text
 
@@ -78,12 +78,6 @@ class SubjectSpec:
     voxel_size: tuple[float, float, float]
     orientation: str
     seed: int
-
-
-def res_label(resolution: float) -> str:
-    """BIDS ``res-`` label of a resolution in mm: 2 → ``2``, 1.5 → ``1p5``."""
-    text = f"{resolution:g}"
-    return text.replace(".", "p")
 
 
 def draw_sites(n_sites: int, noise: float, bias: float, rng: np.random.Generator) -> list[Site]:

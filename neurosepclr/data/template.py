@@ -18,6 +18,13 @@ import numpy as np
 from scipy import ndimage
 
 SPACE = "MNI152NLin2009aSym"
+
+
+def res_label(resolution: float) -> str:
+    """BIDS ``res-`` label of a resolution in mm: 2 → ``2``, 1.5 → ``1p5``."""
+    return f"{resolution:g}".replace(".", "p")
+
+
 _FILES = {
     "t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
     "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",

@@ -13,7 +13,7 @@ from torch import nn
 
 
 class LightCNN3d(nn.Module):
-    """Blocks of conv3×3×3 → BatchNorm → ReLU → 2× downsampling (max- or average-pooling), then
+    """Blocks of conv3×3×3 → BatchNorm → ReLU → 2× max-pooling, then
     average pooling to a grid of ``pool_cells``³ cells, flattened, and a linear layer to ``out_dim``.
 
     ``pool_cells=1`` is the usual global average pooling, which is blind to *where* a feature
@@ -27,12 +27,8 @@ class LightCNN3d(nn.Module):
         widths: Sequence[int] = (16, 32, 64, 128),
         in_channels: int = 1,
         pool_cells: int = 1,
-        downsample: str = "max",
     ) -> None:
         super().__init__()
-        if downsample not in ("max", "avg"):
-            raise ValueError(f"downsample must be 'max' or 'avg', got {downsample!r}")
-        pooling = nn.MaxPool3d if downsample == "max" else nn.AvgPool3d
         layers: list[nn.Module] = []
         channels = in_channels
         for width in widths:
@@ -40,7 +36,7 @@ class LightCNN3d(nn.Module):
                 nn.Conv3d(channels, width, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm3d(width),
                 nn.ReLU(inplace=True),
-                pooling(2, ceil_mode=True),
+                nn.MaxPool3d(2, ceil_mode=True),
             ]
             channels = width
         self.features = nn.Sequential(*layers)
@@ -76,8 +72,8 @@ def _monai_densenet(out_dim: int) -> nn.Module:
 
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "light_cnn": lambda out_dim, widths=(16, 32, 64, 128), pool_cells=1, downsample="max": LightCNN3d(
-        out_dim, widths, pool_cells=pool_cells, downsample=downsample
+    "light_cnn": lambda out_dim, widths=(16, 32, 64, 128), pool_cells=1: LightCNN3d(
+        out_dim, widths, pool_cells=pool_cells
     ),
     "resnet10": lambda out_dim, **_: _monai_resnet([1, 1, 1, 1])(out_dim),
     "resnet18": lambda out_dim, **_: _monai_resnet([2, 2, 2, 2])(out_dim),
@@ -90,14 +86,10 @@ def build_encoder(
     out_dim: int,
     widths: Sequence[int] = (16, 32, 64, 128),
     pool_cells: int = 1,
-    downsample: str = "max",
 ) -> nn.Module:
-    """A fresh encoder by name (see :data:`ENCODERS`); ``widths``, ``pool_cells`` and ``downsample``
-    are light_cnn's."""
+    """A fresh encoder by name (see :data:`ENCODERS`); ``widths`` and ``pool_cells`` are light_cnn's."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r} (choose from {', '.join(ENCODERS)})")
     if pool_cells != 1 and name != "light_cnn":
         raise ValueError(f"model.pool_cells={pool_cells} is only available for light_cnn, not {name!r}")
-    if downsample != "max" and name != "light_cnn":
-        raise ValueError(f"model.downsample={downsample!r} is only available for light_cnn, not {name!r}")
-    return ENCODERS[name](out_dim, widths=tuple(widths), pool_cells=pool_cells, downsample=downsample)
+    return ENCODERS[name](out_dim, widths=tuple(widths), pool_cells=pool_cells)

@@ -18,7 +18,6 @@ from neurosepclr.objectives.sepclr import (
     SepCLRTerms,
     YAwareCommon,
     loss_from_config,
-    member_mean,
 )
 from neurosepclr.objectives.terms import (
     align,
@@ -46,7 +45,6 @@ __all__ = [
     "decoupled_uniformity",
     "k_jem",
     "loss_from_config",
-    "member_mean",
     "nt_xent",
     "null_background",
     "pairwise_sq_dists",

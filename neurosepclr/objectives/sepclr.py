@@ -4,13 +4,11 @@
 
 * ``L_C   = align(c1, c2) + uniform(c1) + uniform(c2)`` — common InfoMax, both cohorts (or one of
   the meta-data-aware objectives of :mod:`neurosepclr.objectives.kernels`);
-* ``L_S   = align(s1[y=1], s2[y=1]) + γ·[uniform(s1') + uniform(s2')]`` — salient InfoMax with
-  s'-uniformity (γ = 1 in the paper; γ < 1, not in the paper, weakens the spreading of patients);
+* ``L_S   = align(s1[y=1], s2[y=1]) + uniform(s1') + uniform(s2')`` — salient InfoMax with
+  s'-uniformity;
 * ``L_REG = ½ [mean_{y=0} ‖s1‖² + mean_{y=0} ‖s2‖²]`` — information-less background;
 * ``L_JEM = ½ [k_jem(c1, s1') + k_jem(c2, s2')]`` — kernel joint entropy, drives I(c; s) → 0;
-* ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix);
-* ``L_PROTO`` — optional (``beta_proto > 0``, not in the paper): SwAV swapped prototype assignment
-  of the *targets'* salient projections, a clustering pressure restricted to patients.
+* ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix).
 
 Degenerate batches: no target ⇒ align(s[y=1]) = 0 and s' = 0, so L_S = 0 and k-JEM sees only c;
 no background ⇒ L_REG = 0 and s' = s; B = 2 ⇒ every term is defined (one pair). Values and
@@ -40,7 +38,6 @@ from neurosepclr.objectives.terms import (
     k_jem,
     nt_xent,
     null_background,
-    swapped_prototype_loss,
     uniform,
 )
 
@@ -56,7 +53,6 @@ class SepCLRTerms(NamedTuple):
     attribute: Tensor
     salient_align: Tensor
     salient_uniform: Tensor
-    prototype: Tensor
 
     def as_floats(self) -> dict[str, float]:
         """Detached Python floats, for metrics logs."""
@@ -175,8 +171,6 @@ class SepCLRLoss(nn.Module):
         common: common-space objective; ``None`` is SepCLR's InfoMax L_C at temperature ``tau``.
         beta_attr: weight of the attribute-supervised salient alignment (0: off).
         attribute_sigma2: σ² of its attribute kernel.
-        beta_proto, proto_tau, sinkhorn_eps: the optional prototype term (0: off).
-        gamma_uniform: weight γ of the s'-uniformity inside L_S (1: the paper).
 
     Call with ``(c1, c2, s1, s2, is_target)``: raw common-head outputs of the two views (B, Dc)
     (L2-normalised here), salient-head outputs (B, Ds) and a (B,) bool target mask; optionally
@@ -193,10 +187,6 @@ class SepCLRLoss(nn.Module):
         common: CommonObjective | None = None,
         beta_attr: float = 0.0,
         attribute_sigma2: float = 0.025,
-        beta_proto: float = 0.0,
-        proto_tau: float = 0.1,
-        sinkhorn_eps: float = 0.05,
-        gamma_uniform: float = 1.0,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -208,10 +198,6 @@ class SepCLRLoss(nn.Module):
         self.common = common if common is not None else InfoMaxCommon(tau)
         self.beta_attr = beta_attr
         self.attribute_sigma2 = attribute_sigma2
-        self.beta_proto = beta_proto
-        self.proto_tau = proto_tau
-        self.sinkhorn_eps = sinkhorn_eps
-        self.gamma_uniform = gamma_uniform
 
     def forward(
         self,
@@ -222,7 +208,6 @@ class SepCLRLoss(nn.Module):
         is_target: Tensor,
         metadata: Tensor | None = None,
         attributes: Tensor | None = None,
-        prototypes: Tensor | None = None,
     ) -> SepCLRTerms:
         is_target = _check_inputs(c1, c2, s1, s2, is_target)
         tau = self.tau
@@ -234,7 +219,7 @@ class SepCLRLoss(nn.Module):
         common = self.common(c1, c2, metadata)
         salient_align = align(s1[is_target], s2[is_target], tau)
         salient_uniform = uniform(s1_null, tau) + uniform(s2_null, tau)
-        salient = salient_align + self.gamma_uniform * salient_uniform
+        salient = salient_align + salient_uniform
         background = 0.5 * (background_energy(s1, is_target) + background_energy(s2, is_target))
         jem = 0.5 * (k_jem(c1, s1_null, tau) + k_jem(c2, s2_null, tau))
         if self.beta_attr > 0:
@@ -243,14 +228,6 @@ class SepCLRLoss(nn.Module):
             attribute = attribute_alignment(s1, s2, attributes, is_target, self.attribute_sigma2)
         else:
             attribute = jem.new_zeros(())
-        if self.beta_proto > 0:
-            if prototypes is None:
-                raise ValueError("SepCLRLoss: beta_proto > 0 needs the prototypes (K, Ds)")
-            prototype = swapped_prototype_loss(
-                s1[is_target], s2[is_target], prototypes, self.proto_tau, self.sinkhorn_eps
-            )
-        else:
-            prototype = jem.new_zeros(())
 
         total = (
             common
@@ -258,39 +235,14 @@ class SepCLRLoss(nn.Module):
             + self.beta_reg * background
             + self.lambda_jem * jem
             + self.beta_attr * attribute
-            + self.beta_proto * prototype
         )
-        return SepCLRTerms(
-            total, common, salient, background, jem, attribute, salient_align, salient_uniform, prototype
-        )
+        return SepCLRTerms(total, common, salient, background, jem, attribute, salient_align, salient_uniform)
 
     def extra_repr(self) -> str:
         return (
             f"beta_s={self.beta_s}, beta_reg={self.beta_reg}, lambda_jem={self.lambda_jem}, "
             f"tau={self.tau}, common={self.common!r}, beta_attr={self.beta_attr}"
         )
-
-
-def member_mean(
-    loss: SepCLRLoss,
-    members: int,
-    c1: Tensor,
-    c2: Tensor,
-    s1: Tensor,
-    s2: Tensor,
-    is_target: Tensor,
-    **kwargs,
-) -> SepCLRTerms:
-    """The objective of an ensemble of ``members`` encoder pairs: each member's head outputs are its
-    own slice of the concatenated ones (``model.members``); every term is averaged over members, so
-    each member receives exactly the gradient of its own SepCLR objective (divided by ``members``)."""
-    if members == 1:
-        return loss(c1, c2, s1, s2, is_target, **kwargs)
-    per_member = [
-        loss(*parts, is_target, **kwargs)
-        for parts in zip(*(t.chunk(members, dim=1) for t in (c1, c2, s1, s2)), strict=True)
-    ]
-    return SepCLRTerms(*(torch.stack(values).mean() for values in zip(*per_member, strict=True)))
 
 
 def loss_from_config(cfg) -> SepCLRLoss:
@@ -309,18 +261,12 @@ def loss_from_config(cfg) -> SepCLRLoss:
         common = DecoupledCommon(sigma, cfg.decoupled_prior_lambda)
     else:  # pragma: no cover - the config validator restricts the choices
         raise ValueError(f"unknown common objective {cfg.common!r}")
-    beta_attr = cfg.beta_attr if cfg.attributes else 0.0
-    beta_proto = cfg.beta_proto if cfg.salient_prototypes else 0.0
     return SepCLRLoss(
-        cfg.beta_s,
-        cfg.beta_reg,
-        cfg.lambda_jem,
-        cfg.tau,
-        common,
-        beta_attr,
-        cfg.attribute_sigma2,
-        beta_proto,
-        cfg.proto_tau,
-        cfg.sinkhorn_eps,
-        cfg.gamma_uniform,
+        beta_s=cfg.beta_s,
+        beta_reg=cfg.beta_reg,
+        lambda_jem=cfg.lambda_jem,
+        tau=cfg.tau,
+        common=common,
+        beta_attr=cfg.beta_attr if cfg.attributes else 0.0,
+        attribute_sigma2=cfg.attribute_sigma2,
     )

@@ -116,33 +116,3 @@ def k_jem(c: Tensor, s: Tensor, tau: float = 0.5) -> Tensor:
     n = c.shape[0]
     log_kernel = -(pairwise_sq_dists(c) + pairwise_sq_dists(s)) / (2.0 * tau)
     return (torch.logsumexp(log_kernel, dim=1) - math.log(n)).mean()
-
-
-@torch.no_grad()
-def sinkhorn_assignments(scores: Tensor, eps: float = 0.05, iterations: int = 3) -> Tensor:
-    """Soft assignments (B, K) of B samples to K prototypes with equal prototype mass (SwAV's
-    Sinkhorn–Knopp on exp(scores/ε)); rows sum to 1, each column to B/K. No gradient."""
-    q = torch.exp((scores - scores.max()) / eps).T  # K × B
-    q = q / q.sum()
-    n_prototypes, n_samples = q.shape
-    for _ in range(iterations):
-        q = q / q.sum(dim=1, keepdim=True) / n_prototypes
-        q = q / q.sum(dim=0, keepdim=True) / n_samples
-    return (q * n_samples).T
-
-
-def swapped_prototype_loss(
-    z1: Tensor, z2: Tensor, prototypes: Tensor, tau: float = 0.1, eps: float = 0.05, iterations: int = 3
-) -> Tensor:
-    """Swapped prediction (Caron et al., SwAV, NeurIPS 2020, Eq. 1–3): each view predicts the
-    balanced prototype assignment of the other view. ``z``: (B, D); ``prototypes``: (K, D)."""
-    if z1.shape[0] < 2:
-        return (z1.sum() + z2.sum() + prototypes.sum()) * 0.0
-    c = F.normalize(prototypes, dim=1)
-    scores1 = F.normalize(z1, dim=1) @ c.T
-    scores2 = F.normalize(z2, dim=1) @ c.T
-    q1 = sinkhorn_assignments(scores1.detach(), eps, iterations)
-    q2 = sinkhorn_assignments(scores2.detach(), eps, iterations)
-    log_p1 = F.log_softmax(scores1 / tau, dim=1)
-    log_p2 = F.log_softmax(scores2 / tau, dim=1)
-    return -0.5 * ((q2 * log_p1).sum(dim=1).mean() + (q1 * log_p2).sum(dim=1).mean())

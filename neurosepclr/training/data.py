@@ -19,10 +19,9 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from neurosepclr.data.cohort import TARGET
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import read_tsv
-
-TARGET = "target"
 
 
 @dataclass

@@ -2,12 +2,12 @@
 
 Used by ``neurosepclr subtype``: the representations of a cohort are computed with exactly the data
 path of training (same pooling, same control reference when ``train.input_norm`` is ``controls`` or
-``site_controls``).
+``site_controls``). The run's own derivatives are found where ``run.json`` says, or where the caller
+says they moved; either way their images must hash to the run's ``manifest.tsv``.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from neurosepclr.config import Config, load_config
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import read_tsv
 from neurosepclr.models import build_model
+from neurosepclr.runfolder import locate_derivatives, read_run_json
 from neurosepclr.training.checkpoint import load_checkpoint
 from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_in_place, site_indices
 
@@ -30,7 +31,7 @@ class TrainedRun:
     model: torch.nn.Module
     split: pd.DataFrame
     manifest: pd.DataFrame
-    derivatives: Path
+    run_json: dict
     checkpoint: Path
     step: int
     input_mean: torch.Tensor | None
@@ -38,11 +39,18 @@ class TrainedRun:
     input_sites: list[str] | None
     grid_shape: tuple[int, ...]
     grid_affine: np.ndarray
+    moved_derivatives: Path | None = None
 
     def cohort(self, derivatives: str | Path | None = None) -> CohortTensors:
-        """The cohort's volumes on the training grid, normalised as in training."""
-        folder = derivatives or self.derivatives
+        """A cohort's volumes on the training grid, normalised as in training; by default the run's
+        own cohort (checked against its manifest)."""
+        own = derivatives is None
+        folder = (
+            locate_derivatives(self.run_dir, self.run_json, self.moved_derivatives) if own else derivatives
+        )
         data = load_derivatives(folder, self.config.train.pool)
+        if own:
+            self._check_manifest(folder, data.manifest)
         shape = tuple(data.volumes.shape[2:])
         if shape != self.grid_shape or not np.allclose(data.affine, self.grid_affine, atol=1e-3):
             raise InputDataError(
@@ -54,31 +62,45 @@ class TrainedRun:
             data.volumes = normalise_in_place(data.volumes, self.input_mean, self.input_spread, sites)
         return data
 
+    def _check_manifest(self, folder: Path, manifest: pd.DataFrame) -> None:
+        keys = ["participant_id", "session_id", "sha256"]
+        now = manifest[keys].fillna("").astype(str).sort_values(keys).reset_index(drop=True)
+        then = self.manifest[keys].fillna("").astype(str).sort_values(keys).reset_index(drop=True)
+        if not now.equals(then):
+            changed = len(set(map(tuple, now.to_numpy())) ^ set(map(tuple, then.to_numpy())))
+            raise InputDataError(
+                f"{folder}: these derivatives are not the ones {self.run_dir} was trained on "
+                f"({changed} image record(s) differ from its manifest.tsv)"
+            )
 
-def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
-    """Read a ``neurosepclr train`` run folder; ``checkpoint``: ``best`` (else ``last``) or ``last``."""
+
+def load_run(
+    run_dir: str | Path, checkpoint: str = "best", derivatives: str | Path | None = None
+) -> TrainedRun:
+    """Read a ``neurosepclr train`` run folder; ``checkpoint``: ``best`` (else ``last``) or ``last``;
+    ``derivatives``: where the run's derivatives are now, when they moved."""
     run_dir = Path(run_dir)
     for name in ("config.yaml", "run.json", "split.tsv", "manifest.tsv"):
         if not (run_dir / name).is_file():
             raise MissingInputError(f"{run_dir}: no {name} (not a neurosepclr train run folder)")
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / "config.yaml", legacy=True)
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.is_file():
         path = run_dir / "checkpoints" / "last.pt"
     if not path.is_file():
         raise MissingInputError(f"{run_dir}: no checkpoint {path.name} in checkpoints/")
     state = load_checkpoint(path)
-    model = build_model(config.model, config.loss.salient_prototypes)
+    model = build_model(config.model)
     model.load_state_dict(state["model"])
     model.eval()
-    run = json.loads((run_dir / "run.json").read_text())
+    run = read_run_json(run_dir)
     return TrainedRun(
         run_dir=run_dir,
         config=config,
         model=model,
         split=read_tsv(run_dir / "split.tsv"),
         manifest=read_tsv(run_dir / "manifest.tsv"),
-        derivatives=Path(run["derivatives"]),
+        run_json=run,
         checkpoint=path,
         step=int(state["step"]),
         input_mean=state.get("input_mean"),
@@ -86,6 +108,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best") -> TrainedRun:
         input_sites=state.get("input_sites"),
         grid_shape=tuple(run["grid_shape"]),
         grid_affine=np.asarray(run["grid_affine"], dtype=float),
+        moved_derivatives=Path(derivatives) if derivatives is not None else None,
     )
 
 

@@ -2,9 +2,9 @@
 
 Every random draw is a pure function of ``(seed, step)`` (balanced batch, augmentation parameters),
 so a run resumed from a checkpoint continues exactly as the uninterrupted run would on CPU. The run
-folder describes itself: resolved config, versions, input manifest with content hashes, the
-train/validation split, ``metrics.jsonl`` (every loss term per step, probes per evaluation), the
-``last`` and ``best`` checkpoints and the final representations (``embeddings.tsv``).
+folder describes itself (:mod:`neurosepclr.runfolder`): resolved config, versions, input manifest
+with content hashes, the train/validation split, ``metrics.jsonl`` (every loss term per step, probes
+per evaluation), the ``last`` and ``best`` checkpoints and the final representations.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import hashlib
 import json
 import logging
 import math
-import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +23,20 @@ import pandas as pd
 import torch
 
 from neurosepclr import __version__
-from neurosepclr.config import Config, config_to_dict, dump_config
+from neurosepclr.compute import autocast_factory, representations, resolve_device, resolve_precision
+from neurosepclr.config import Config, dump_config
+from neurosepclr.data.truth import load_truth
 from neurosepclr.errors import ConfigError, NeurosepclrError, OutputError
 from neurosepclr.io import atomic_write_text, tsv_text, write_dataset_description
 from neurosepclr.models import build_model
-from neurosepclr.objectives import loss_from_config, member_mean
+from neurosepclr.objectives import loss_from_config
+from neurosepclr.runfolder import (
+    config_digest,
+    derivatives_record,
+    software_versions,
+    subject_frame,
+    write_embeddings,
+)
 from neurosepclr.training.checkpoint import load_checkpoint, save_checkpoint
 from neurosepclr.training.data import (
     CohortTensors,
@@ -49,7 +58,7 @@ from neurosepclr.training.distributed import (
     ranks_agree,
     shard,
 )
-from neurosepclr.training.probes import cluster_structure, probe_scores, representations
+from neurosepclr.training.probes import cluster_structure, probe_scores
 from neurosepclr.training.sampler import balanced_batch
 from neurosepclr.training.views import apply_view, draw_view_params, select
 
@@ -60,19 +69,6 @@ class TrainingDiverged(NeurosepclrError):
     """The loss became NaN/Inf; the last good checkpoint is kept."""
 
 
-TRAINING_SECTIONS = ("seed", "data", "model", "train", "loss")
-
-
-def config_digest(config: Config) -> str:
-    """Hash of everything in the config that changes the trained weights (not ``train.steps``)."""
-    data = {key: value for key, value in config_to_dict(config).items() if key in TRAINING_SECTIONS}
-    data["train"].pop("steps", None)
-    data["train"].pop("eval_every", None)
-    data["train"].pop("checkpoint_every", None)
-    data["train"].pop("cache", None)  # RAM or memory-mapped: the same values
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-
-
 def learning_rate_factor(step: int, cfg) -> float:
     """Linear warm-up, then cosine decay to 0 (or constant)."""
     if step < cfg.warmup_steps:
@@ -81,39 +77,6 @@ def learning_rate_factor(step: int, cfg) -> float:
         return 1.0
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("train.device: cuda requested but no CUDA device is available")
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), by torch's own checks."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``auto``: bf16 on a CPU with native bf16 instructions, else fp32 (benchmarks/README.md:
-    bf16 + channels_last_3d trained the recipe 1.6x faster on CPU, same subtypes on the easier
-    cohort; on an H100 bf16 gave nothing for these small 3D CNNs)."""
-    if precision != "auto":
-        return precision
-    return "bf16" if device.type == "cpu" and native_cpu_bf16() else "fp32"
-
-
-def autocast_factory(precision: str, device: torch.device):
-    """A zero-argument context-manager factory for the chosen precision."""
-    if precision == "fp32":
-        return contextlib.nullcontext
-    if precision == "fp16" and device.type != "cuda":
-        raise ConfigError("train.precision: fp16 needs a CUDA device; use bf16 on CPU")
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device.type, dtype=dtype)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -155,23 +118,24 @@ def attribute_tensor(table: pd.DataFrame, columns: list[str], train: np.ndarray)
     return torch.stack(out, dim=1)
 
 
-def _versions() -> dict[str, str]:
-    import monai
-    import nibabel
-    import sklearn
-
-    return {
-        "neurosepclr": __version__,
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "nibabel": nibabel.__version__,
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
+def selection_score(scores: dict[str, float], select: str = "diagnosis") -> float:
+    """Best-checkpoint criterion. ``diagnosis``: salient patient-vs-control accuracy, minus what the
+    common space still knows about the group (its accuracy above chance). ``clusters``: the
+    label-free cluster-structure score of :func:`~neurosepclr.training.probes.cluster_structure`."""
+    if select == "clusters":
+        value = scores.get("train/salient/cluster_score", float("nan"))
+        return float("-inf") if math.isnan(value) else value
+    salient = scores.get("val/salient/diagnosis_bacc", float("nan"))
+    common = scores.get("val/common/diagnosis_bacc", 0.5)
+    if math.isnan(salient):
+        return float("-inf")
+    return salient - max(0.0, (common if not math.isnan(common) else 0.5) - 0.5)
 
 
-def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+# --------------------------------------------------------------------------- the steps of train()
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
     bookkeeping = {"logs", ".neurosepclr.lock"}
     if (
         run_dir.exists()
@@ -188,7 +152,24 @@ def _prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
         raise OutputError(f"cannot create {run_dir}: {exc.strerror or exc}") from None
 
 
-def _write_run_files(
+def reference_normalise(config: Config, data: CohortTensors, split: np.ndarray) -> dict[str, object]:
+    """``train.input_norm``: z-score every input against the training controls (in place); returns
+    the reference kept in the checkpoints, so ``subtype`` normalises new inputs the same way."""
+    training_controls = torch.from_numpy(split == "train") & ~data.is_target
+    if config.train.input_norm == "controls":
+        mean, spread = control_reference(data.volumes, training_controls)
+        data.volumes = normalise_in_place(data.volumes, mean, spread)
+        return {"input_mean": mean, "input_spread": spread}
+    if config.train.input_norm == "site_controls":
+        if "site" not in data.table:
+            raise ConfigError("train.input_norm=site_controls needs a site column in participants.tsv")
+        mean, spread, sites = site_control_reference(data.volumes, training_controls, data.table["site"])
+        data.volumes = normalise_in_place(data.volumes, mean, spread, site_indices(data.table, sites))
+        return {"input_mean": mean, "input_spread": spread, "input_sites": sites}
+    return {}
+
+
+def write_run_files(
     run_dir: Path,
     config: Config,
     data: CohortTensors,
@@ -199,71 +180,101 @@ def _write_run_files(
 ) -> None:
     atomic_write_text(run_dir / "config.yaml", dump_config(config))
     write_dataset_description(run_dir, "neurosepclr SepCLR run", "neurosepclr train", derivatives)
-    atomic_write_text(
-        run_dir / "run.json",
-        json.dumps(
-            {
-                "seed": config.seed,
-                "derivatives": str(derivatives.resolve()),
-                "versions": _versions(),
-                "n_subjects": len(data),
-                "grid_shape": list(data.volumes.shape[2:]),
-                "grid_affine": data.affine.tolist(),
-                "precision": precision,
-                **digests,
-            },
-            indent=2,
-        )
-        + "\n",
-    )
+    run = {
+        "seed": config.seed,
+        **derivatives_record(run_dir, derivatives),
+        "versions": software_versions(),
+        "n_subjects": len(data),
+        "grid_shape": list(data.volumes.shape[2:]),
+        "grid_affine": data.affine.tolist(),
+        "precision": precision,
+        **digests,
+    }
+    atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
     atomic_write_text(run_dir / "manifest.tsv", tsv_text(data.manifest))
     atomic_write_text(run_dir / "split.tsv", tsv_text(subject_frame(data.table, split)))
 
 
-def _selection_score(scores: dict[str, float], select: str = "diagnosis") -> float:
-    """Best-checkpoint criterion. ``diagnosis``: salient patient-vs-control accuracy, minus what the
-    common space still knows about the group (its accuracy above chance). ``clusters``: the
-    label-free cluster-structure score of :func:`~neurosepclr.training.probes.cluster_structure`."""
-    if select == "clusters":
-        value = scores.get("train/salient/cluster_score", float("nan"))
-        return float("-inf") if math.isnan(value) else value
-    salient = scores.get("val/salient/diagnosis_bacc", float("nan"))
-    common = scores.get("val/common/diagnosis_bacc", 0.5)
-    if math.isnan(salient):
-        return float("-inf")
-    return salient - max(0.0, (common if not math.isnan(common) else 0.5) - 0.5)
+@dataclass
+class Optimisation:
+    """The network and everything that updates it; one checkpoint holds all of it."""
 
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    start: int = 0
+    best_score: float = float("-inf")
+    best_step: int = -1
 
-def _k_values(config: Config) -> list[int]:
-    """The K tried by the cluster-structure probe: ``subtype.k``, else ``subtype.k_range``."""
-    if config.subtype.k:
-        return [config.subtype.k]
-    low, high = config.subtype.k_range[0], config.subtype.k_range[-1]
-    return list(range(low, high + 1))
-
-
-def subject_frame(table: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
-    """The key columns of every per-subject output: participant_id, session_id, group, split."""
-    return pd.DataFrame(
-        {
-            "participant_id": table["participant_id"].to_numpy(),
-            "session_id": table["session_id"].to_numpy(),
-            "group": table["group"].to_numpy(),
-            "split": split,
+    def state(self, step: int) -> dict:
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": step,
+            "best_score": self.best_score,
+            "best_step": self.best_step,
+            "torch_rng": torch.get_rng_state(),
         }
-    )
 
 
-def write_embeddings(
-    path: Path, table: pd.DataFrame, split: np.ndarray, common: np.ndarray, salient: np.ndarray
-) -> None:
-    """``embeddings.tsv``: the subject keys, then ``common_k`` and ``salient_k`` (6 significant digits)."""
-    coords = {f"common_{k}": common[:, k] for k in range(common.shape[1])}
-    coords |= {f"salient_{k}": salient[:, k] for k in range(salient.shape[1])}
-    frame = pd.concat([subject_frame(table, split), pd.DataFrame(coords)], axis=1)
-    atomic_write_text(
-        path, frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+def build_optimisation(
+    config: Config, device: torch.device, ctx: DistContext, precision: str
+) -> Optimisation:
+    cfg = config.train
+    net = build_model(config.model)
+    if ctx.enabled and device.type == "cuda":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net = net.to(device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last_3d)
+    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    return Optimisation(net, optimizer, scheduler, scaler)
+
+
+def resume_from(opt: Optimisation, path: Path, digests: dict[str, str], force: bool) -> None:
+    """Load ``last.pt`` into ``opt``; refuse a checkpoint of other settings or inputs unless forced."""
+    state = load_checkpoint(path)
+    for key in ("config_sha256", "inputs_sha256"):
+        if state.get(key) != digests[key] and not force:
+            raise ConfigError(
+                f"--resume refused: {key.split('_')[0]} changed since the checkpoint "
+                f"(checkpoint {str(state.get(key))[:12]}, now {digests[key][:12]}); "
+                "use --force to resume anyway"
+            )
+    opt.net.load_state_dict(state["model"])
+    opt.optimizer.load_state_dict(state["optimizer"])
+    opt.scheduler.load_state_dict(state["scheduler"])
+    opt.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["torch_rng"])
+    opt.start = int(state["step"])
+    opt.best_score, opt.best_step = float(state["best_score"]), int(state["best_step"])
+    log.info("resumed from step %d", opt.start)
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop the metrics lines written after the checkpoint a run resumes from."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def validation_scores(config: Config, net, data: CohortTensors, split, truth, device, autocast) -> dict:
+    """Probes on held-out subjects and the label-free cluster structure of the training patients."""
+    common, salient = representations(
+        net, data.volumes, device, channels_last=config.train.channels_last, autocast=autocast
     )
+    sub = config.subtype
+    rule = {"standardise": sub.standardise, "directions": sub.directions}
+    scores = probe_scores(common, salient, data.table, split, truth, config.seed, **rule)
+    return scores | cluster_structure(salient, data.table, split, sub.k_values(), config.seed, **rule)
+
+
+# --------------------------------------------------------------------------- train
 
 
 def train(
@@ -289,7 +300,7 @@ def train(
         device = torch.device("cuda", ctx.local_rank)
     main_rank = ctx.is_main
     if main_rank:
-        _prepare_run_dir(run_dir, resume, force)
+        prepare_run_dir(run_dir, resume, force)
     barrier(ctx)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -297,100 +308,47 @@ def train(
     precision = resolve_precision(cfg.precision, device)
     autocast = autocast_factory(precision, device)
 
+    # 1. data: pooled volumes, split, control-referenced inputs
     cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
     data = load_derivatives(derivatives, cfg.pool, memmap=cache)
     split_seed = config.seed if cfg.split_seed < 0 else cfg.split_seed
     split = stratified_split(data.table["group"], cfg.val_fraction, split_seed, data.table["participant_id"])
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
-    truth = _read_truth(cfg.truth)
-    reference = {}
-    training_controls = torch.from_numpy(split == "train") & ~data.is_target
-    if cfg.input_norm == "controls":
-        mean, spread = control_reference(data.volumes, training_controls)
-        data.volumes = normalise_in_place(data.volumes, mean, spread)
-        reference = {"input_mean": mean, "input_spread": spread}
-    elif cfg.input_norm == "site_controls":
-        if "site" not in data.table:
-            raise ConfigError("train.input_norm=site_controls needs a site column in participants.tsv")
-        mean, spread, sites = site_control_reference(data.volumes, training_controls, data.table["site"])
-        data.volumes = normalise_in_place(data.volumes, mean, spread, site_indices(data.table, sites))
-        reference = {"input_mean": mean, "input_spread": spread, "input_sites": sites}
+    truth = load_truth(cfg.truth).table if cfg.truth else None
+    reference = reference_normalise(config, data, split)
 
-    net = build_model(config.model, config.loss.salient_prototypes)
-    if ctx.enabled and device.type == "cuda":
-        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
-    net = net.to(device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last_3d)
+    # 2. network, objective, optimiser (resumed from the last checkpoint when asked)
+    opt = build_optimisation(config, device, ctx, precision)
+    net = opt.net
     loss_fn = loss_from_config(config.loss)
     metadata = metadata_tensor(data.table, config.loss.metadata)
     attributes = attribute_tensor(data.table, config.loss.attributes, split == "train")
-    optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-
-    start, best = 0, {"score": float("-inf"), "step": -1}
     last_path = run_dir / "checkpoints" / "last.pt"
     if resume and last_path.is_file():
-        state = load_checkpoint(last_path)
-        for key in ("config_sha256", "inputs_sha256"):
-            if state.get(key) != digests[key] and not force:
-                raise ConfigError(
-                    f"--resume refused: {key.split('_')[0]} changed since the checkpoint "
-                    f"(checkpoint {str(state.get(key))[:12]}, now {digests[key][:12]}); "
-                    "use --force to resume anyway"
-                )
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-        best = {"score": float(state["best_score"]), "step": int(state["best_step"])}
-        log.info("resumed from step %d", start)
+        resume_from(opt, last_path, digests, force)
     elif resume:
         log.warning("--resume: no checkpoint in %s, starting from step 0", run_dir)
     model = torch.nn.parallel.DistributedDataParallel(net) if ctx.enabled else net
+    metrics_path = run_dir / "metrics.jsonl"
     if main_rank:
-        _write_run_files(run_dir, config, data, split, derivatives, digests, precision)
+        write_run_files(run_dir, config, data, split, derivatives, digests, precision)
+        truncate_metrics(metrics_path, opt.start)
 
     def checkpoint(name: str, step: int) -> None:
-        if not main_rank:
-            return
-        save_checkpoint(
-            run_dir / "checkpoints" / f"{name}.pt",
-            {
-                "model": net.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "step": step,
-                "best_score": best["score"],
-                "best_step": best["step"],
-                "torch_rng": torch.get_rng_state(),
-                **digests,
-                **reference,
-                "version": __version__,
-            },
-        )
+        if main_rank:
+            state = {**opt.state(step), **digests, **reference, "version": __version__}
+            save_checkpoint(run_dir / "checkpoints" / f"{name}.pt", state)
 
+    # 3. the loop: balanced batch → two random views → SepCLR objective → Adam step
     is_target = data.is_target
     is_target_train = is_target.numpy()[train_idx]
-    metrics_path = run_dir / "metrics.jsonl"
-    if main_rank and metrics_path.exists():  # drop lines written after the checkpoint we resume from
-        kept = [
-            line
-            for line in metrics_path.read_text().splitlines()
-            if line and json.loads(line)["step"] <= start
-        ]
-        atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
     gathered = ctx.enabled and cfg.gather_embeddings
     scores: dict[str, float] = {}
     model.train()
     steps = tqdm(
-        range(start, cfg.steps),
-        initial=start,
+        range(opt.start, cfg.steps),
+        initial=opt.start,
         total=cfg.steps,
         desc="train",
         unit="step",
@@ -408,17 +366,15 @@ def train(
             generator = step_generator(config.seed, step)  # views drawn for the global batch...
             local = shard(np.arange(len(batch)), ctx)  # ...and applied, on the device, to this rank's rows
             x = data.volumes[batch[local]].to(device)
-            view_blocks = []  # two views per subject, drawn anew for every member of an ensemble
-            for _ in range(net.members):
-                params1 = draw_view_params(len(batch), cfg.augment, generator)
-                params2 = draw_view_params(len(batch), cfg.augment, generator)
-                view_blocks.append(apply_view(x, select(params1, local), cfg.augment))
-                view_blocks.append(apply_view(x, select(params2, local), cfg.augment))
-            views = torch.cat(view_blocks)
+            params1 = draw_view_params(len(batch), cfg.augment, generator)
+            params2 = draw_view_params(len(batch), cfg.augment, generator)
+            views = torch.cat(
+                [apply_view(x, select(params, local), cfg.augment) for params in (params1, params2)]
+            )
             if cfg.channels_last:
                 views = views.contiguous(memory_format=torch.channels_last_3d)
             with autocast():
-                out = model(views, member_views=True)
+                out = model(views)
             c1, c2 = out.common_proj.float().chunk(2)
             s1, s2 = out.salient_proj.float().chunk(2)
             rows = batch if gathered else batch[local]
@@ -431,9 +387,7 @@ def train(
                     ]
                 )
                 rows = batch[order]
-            terms = member_mean(
-                loss_fn,
-                net.members,
+            terms = loss_fn(
                 c1,
                 c2,
                 s1,
@@ -441,7 +395,6 @@ def train(
                 is_target[rows].to(device),
                 metadata=None if metadata is None else metadata[rows].to(device),
                 attributes=None if attributes is None else attributes[rows].to(device),
-                prototypes=net.prototypes,
             )
             if not all_finite(terms.total, ctx):
                 values = ", ".join(f"{k}={v:.4g}" for k, v in terms.as_floats().items())
@@ -449,48 +402,28 @@ def train(
                     f"step {step}: loss is not finite ({values}); the last good checkpoint is "
                     f"{last_path}; lower train.lr or use fp32"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(terms.total).backward()
-            scaler.unscale_(optimizer)
+            opt.optimizer.zero_grad(set_to_none=True)
+            opt.scaler.scale(terms.total).backward()
+            opt.scaler.unscale_(opt.optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+            opt.scaler.step(opt.optimizer)
+            opt.scaler.update()
+            opt.scheduler.step()
             done = step + 1
             record = {
                 "step": done,
                 **{f"loss/{k}": round(v, 6) for k, v in terms.as_floats().items()},
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": opt.optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "seconds": round(time.perf_counter() - started, 4),
             }
+            # 4. validation and checkpoints
             if (done % cfg.eval_every == 0 or done == cfg.steps) and main_rank:
-                common, salient = representations(
-                    net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
-                )
-                scores = probe_scores(
-                    common,
-                    salient,
-                    data.table,
-                    split,
-                    truth,
-                    config.seed,
-                    standardise=config.subtype.standardise,
-                    directions=config.subtype.directions,
-                )
-                scores |= cluster_structure(
-                    salient,
-                    data.table,
-                    split,
-                    _k_values(config),
-                    config.seed,
-                    standardise=config.subtype.standardise,
-                    directions=config.subtype.directions,
-                )
+                scores = validation_scores(config, net, data, split, truth, device, autocast)
                 record |= {k: round(v, 4) for k, v in scores.items()}
-                score = _selection_score(scores, cfg.select)
-                if score > best["score"]:
-                    best = {"score": score, "step": done}
+                score = selection_score(scores, cfg.select)
+                if score > opt.best_score:
+                    opt.best_score, opt.best_step = score, done
                     checkpoint("best", done)
             if main_rank:
                 metrics.write(json.dumps(record) + "\n")
@@ -500,6 +433,7 @@ def train(
             steps.set_postfix(loss=f"{record['loss/total']:.3f}")
             barrier(ctx) if done % cfg.eval_every == 0 else None
 
+    # 5. final representations
     agree = ranks_agree(model, ctx)
     if main_rank:
         common, salient = representations(
@@ -515,18 +449,10 @@ def train(
             }
             atomic_write_text(run_dir / "run.json", json.dumps(run, indent=2) + "\n")
         log.info(
-            "trained %d steps; best checkpoint at step %d; run folder %s", cfg.steps, best["step"], run_dir
+            "trained %d steps; best checkpoint at step %d; run folder %s", cfg.steps, opt.best_step, run_dir
         )
     barrier(ctx)
     cleanup(ctx)
     if not agree:
         raise NeurosepclrError("distributed training ended with different weights on different ranks")
     return scores
-
-
-def _read_truth(path: str) -> pd.DataFrame | None:
-    if not path:
-        return None
-    from neurosepclr.analysis.evaluate import load_truth
-
-    return load_truth(path).table

@@ -12,46 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score, r2_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.metrics import adjusted_rand_score
 
-
-@torch.no_grad()
-def representations(
-    model, volumes: torch.Tensor, device, batch_size: int = 32, channels_last: bool = False, autocast=None
-) -> tuple[np.ndarray, np.ndarray]:
-    """(common, salient) representations of every volume, model in eval mode (restored after)."""
-    was_training = model.training
-    model.eval()
-    commons, salients = [], []
-    for start in range(0, len(volumes), batch_size):
-        x = volumes[start : start + batch_size].to(device)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last_3d)
-        with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            c, s = model.forward_features(x)
-        commons.append(c.float().cpu())
-        salients.append(s.float().cpu())
-    model.train(was_training)
-    return torch.cat(commons).numpy(), torch.cat(salients).numpy()
-
-
-def _classify(x_train, y_train, x_val, y_val) -> float:
-    if len(set(y_train)) < 2 or len(set(y_val)) < 2:
-        return float("nan")
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, class_weight="balanced"))
-    model.fit(x_train, y_train)
-    return float(balanced_accuracy_score(y_val, model.predict(x_val)))
-
-
-def _regress(x_train, y_train, x_val, y_val) -> float:
-    if len(y_val) < 2:
-        return float("nan")
-    model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(x_train, y_train)
-    return float(r2_score(y_val, model.predict(x_val)))
+from neurosepclr.clustering import SalientSubtyper, stability_table
+from neurosepclr.probes import balanced_accuracy_probe, r2_probe
 
 
 def probe_scores(
@@ -59,26 +23,29 @@ def probe_scores(
     salient: np.ndarray,
     table: pd.DataFrame,
     split: np.ndarray,
-    truth: pd.DataFrame | None = None,
-    seed: int = 0,
-    standardise: str = "patients",
-    directions: bool = False,
+    truth: pd.DataFrame | None,
+    seed: int,
+    *,
+    standardise: str,
+    directions: bool,
 ) -> dict[str, float]:
     """Validation probe scores for both spaces (names like ``val/salient/diagnosis_bacc``).
 
     With ``truth``, ``val/salient/kmeans_ari`` is the ARI of the held-out patients' subtypes as
-    assigned by a :class:`~neurosepclr.analysis.subtyping.SalientSubtyper` (K = true K, the given
+    assigned by a :class:`~neurosepclr.clustering.SalientSubtyper` (K = true K, the given
     standardisation) fitted on the training patients — what ``subtype`` and ``evaluate`` report.
     """
     train, val = split == "train", split == "val"
     group = table["group"].to_numpy()
     scores: dict[str, float] = {}
     for space, x in (("common", common), ("salient", salient)):
-        scores[f"val/{space}/diagnosis_bacc"] = _classify(x[train], group[train], x[val], group[val])
+        scores[f"val/{space}/diagnosis_bacc"] = balanced_accuracy_probe(
+            x[train], group[train], x[val], group[val]
+        )
         if "age" in table:
             age = pd.to_numeric(table["age"], errors="coerce").to_numpy()
             ok = np.isfinite(age)
-            scores[f"val/{space}/age_r2"] = _regress(
+            scores[f"val/{space}/age_r2"] = r2_probe(
                 x[train & ok], age[train & ok], x[val & ok], age[val & ok]
             )
     if truth is not None:
@@ -92,8 +59,6 @@ def probe_scores(
         k = len(set(subtype[known]))
         enough_controls = standardise != "controls" or references.sum() >= 2
         if held.sum() > k >= 2 and fit_rows.sum() >= k and enough_controls:
-            from neurosepclr.analysis.subtyping import SalientSubtyper
-
             model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=seed)
             model.fit(salient[fit_rows], reference=salient[references])
             labels = model.predict(salient[held])
@@ -106,22 +71,21 @@ def cluster_structure(
     table: pd.DataFrame,
     split: np.ndarray,
     k_values: list[int] | range,
-    seed: int = 0,
+    seed: int,
+    *,
+    standardise: str,
+    directions: bool,
     n_resamples: int = 10,
-    standardise: str = "patients",
-    directions: bool = False,
 ) -> dict[str, float]:
     """Label-free subtype structure of the training patients' salient coordinates.
 
     The K of ``k_values`` with the best mean of split-half stability and silhouette
-    (:func:`neurosepclr.analysis.subtyping.stability_table` without null draws: at every evaluation
+    (:func:`neurosepclr.clustering.stability_table` without null draws: at every evaluation
     the null-referenced score of ``subtype --k auto`` would cost several times more); its ``score``
     (that mean, in [−1, 1]) is the ``train.select: clusters`` criterion.
     ``standardise="controls"`` whitens against the training controls and ``directions`` clusters
     unit-length deviations, as ``subtype`` does.
     """
-    from neurosepclr.analysis.subtyping import stability_table
-
     target = table["group"].to_numpy() == "target"
     patients, controls = (split == "train") & target, (split == "train") & ~target
     if not any(2 <= k <= patients.sum() // 2 for k in k_values):

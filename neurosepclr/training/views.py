@@ -1,10 +1,8 @@
 """Random views, batched on the device, every draw a pure function of a ``torch.Generator``.
 
-Per sample: a small 3D affine (rotation, scaling, translation), an optional smooth nonlinear
-displacement (a random control-point field, trilinearly upsampled: individual anatomy that the
-encoders should not use to tell subjects apart), an optional left-right flip, a smooth
-multiplicative bias field, intensity gain and offset, Gaussian noise and an optional cut-out
-box. :func:`draw_view_params` records the parameters, so a view is reproducible from them
+Per sample: a small 3D affine (rotation, scaling, translation), an optional left-right flip, a
+smooth multiplicative bias field, intensity gain and offset, and Gaussian noise.
+:func:`draw_view_params` records the parameters, so a view is reproducible from them
 (:func:`apply_view`) and from the generator's seed.
 """
 
@@ -31,28 +29,11 @@ def draw_view_params(n: int, cfg, generator: torch.Generator) -> dict[str, torch
         "gain": 1.0 + uniform(n, bound=cfg.gain),
         "offset": uniform(n, bound=cfg.offset),
         "noise_seed": torch.randint(0, 2**31 - 1, (n,), generator=generator),
-        "cutout": torch.rand(n, generator=generator) < cfg.cutout,
-        "cutout_box": torch.rand(n, 6, generator=generator),
     }
-    if cfg.deformation_vox > 0:  # drawn only when used: the random stream of other configs is unchanged
-        params["deformation_seed"] = torch.randint(0, 2**31 - 1, (n,), generator=generator)
+    # 7 uniform numbers per view once drew a cut-out box (an option removed in decision 0007); still
+    # drawn so that every seed keeps the views, and hence the runs, it gave before
+    torch.rand(n * 7, generator=generator)
     return params
-
-
-def smooth_displacement(
-    seeds: torch.Tensor, spatial: list[int], amplitude_vox: float, spacing_vox: float
-) -> torch.Tensor:
-    """Smooth random displacements (n, D, H, W, 3), in voxels, ordered (x=W, y=H, z=D).
-
-    Gaussian control-point values (standard deviation ``amplitude_vox``) every ``spacing_vox``
-    voxels, trilinearly interpolated; each sample's field is a pure function of its seed.
-    """
-    coarse = [max(2, math.ceil(size / spacing_vox) + 1) for size in spatial]
-    fields = torch.stack(
-        [torch.randn(3, *coarse, generator=torch.Generator().manual_seed(int(s))) for s in seeds]
-    )
-    fields = F.interpolate(fields, size=spatial, mode="trilinear", align_corners=True)
-    return amplitude_vox * fields.permute(0, 2, 3, 4, 1)
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -83,11 +64,6 @@ def apply_view(x: torch.Tensor, params: dict[str, torch.Tensor], cfg) -> torch.T
     shift = p["translation"] * cfg.translation_vox * 2.0 / size
     theta = torch.cat([linear.to(x.dtype), shift[:, :, None].to(x.dtype)], dim=2)
     grid = F.affine_grid(theta, [n, 1, *spatial], align_corners=False)
-    if "deformation_seed" in p:
-        displacement = smooth_displacement(
-            params["deformation_seed"], spatial, cfg.deformation_vox, cfg.deformation_spacing_vox
-        )
-        grid = grid + (displacement.to(device, x.dtype) * 2.0 / size)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     bias = F.interpolate(p["bias"].to(x.dtype), size=spatial, mode="trilinear", align_corners=True)
@@ -101,23 +77,6 @@ def apply_view(x: torch.Tensor, params: dict[str, torch.Tensor], cfg) -> torch.T
             ]
         )[:, None].to(device)
         out = out + cfg.noise * noise
-    if bool(p["cutout"].any()):
-        out = _cutout(out, p["cutout"], p["cutout_box"])
-    return out
-
-
-def _cutout(x: torch.Tensor, active: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """Blank one box (up to a quarter of each side) in the selected samples."""
-    out = x.clone()
-    spatial = x.shape[2:]
-    for i in torch.flatnonzero(active).tolist():
-        starts, sizes = boxes[i, :3], boxes[i, 3:]
-        sl = []
-        for dim, (start, size) in enumerate(zip(starts.tolist(), sizes.tolist(), strict=True)):
-            length = max(1, int(spatial[dim] * 0.25 * size))
-            begin = int((spatial[dim] - length) * start)
-            sl.append(slice(begin, begin + length))
-        out[i, :, sl[0], sl[1], sl[2]] = 0.0
     return out
 
 

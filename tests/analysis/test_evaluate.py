@@ -12,12 +12,12 @@ from sklearn.decomposition import PCA
 from neurosepclr.analysis.evaluate import (
     embedding_spaces,
     evaluate,
-    load_truth,
     match_labels,
     saliency_localisation,
 )
 from neurosepclr.atlases import load_atlas
 from neurosepclr.cli import main
+from neurosepclr.data.truth import load_truth
 from neurosepclr.errors import InputDataError, MissingInputError
 
 SUBTYPES = ["medial_temporal", "frontal", "parietal_posterior"]

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from neurosepclr.cli import main
@@ -44,7 +45,7 @@ def test_usage_errors_exit_64_with_one_line(capsys):
 def test_subtype_directions_follow_the_standardisation_and_are_refused_with_patients(tmp_path, capsys):
     assert main(["subtype", str(tmp_path), "--standardise", "patients", "--directions"]) == 64
     err = capsys.readouterr().err
-    assert "--directions needs --standardise controls" in err and err.count("\n") == 1
+    assert "--directions: true needs subtype.standardise: controls" in err and err.count("\n") == 1
     # without --directions, patients turns directions off and the command goes on to the run folder
     assert main(["subtype", str(tmp_path), "--standardise", "patients"]) == 66
     assert "not a run folder" in capsys.readouterr().err
@@ -84,3 +85,40 @@ def test_console_script_entry_point_runs():
         [sys.executable, "-m", "neurosepclr", "--version"], capture_output=True, text=True
     )
     assert result.returncode == 0 and result.stdout.startswith("neurosepclr ")
+
+
+POSITIONALS = {
+    "simulate": ["out"],
+    "preprocess": ["bids", "out"],
+    "train": ["derivatives", "run"],
+    "subtype": ["run"],
+    "evaluate": ["run", "--truth", "truth"],
+    "run": [],
+    "config": [],
+}
+
+
+@pytest.mark.parametrize("command", sorted(POSITIONALS))
+def test_every_command_reads_config_and_set_alike(command, tmp_path, capsys):
+    from neurosepclr.cli import COMMANDS
+
+    assert set(POSITIONALS) == set(COMMANDS)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("seed: 3\n")
+    paths = [str(tmp_path / p) if not p.startswith("-") else p for p in POSITIONALS[command]]
+    # the config is resolved before anything else is read: a bad key in --set or in the file is
+    # refused (exit 78) by every command, naming the key
+    assert main([command, *paths, "--config", str(recipe), "--set", "bogus.key=1"]) == 78
+    assert "bogus: unknown key" in capsys.readouterr().err
+    recipe.write_text("seed: 3\nloss:\n  tau: -1\n")
+    assert main([command, *paths, "--config", str(recipe)]) == 78
+    assert "loss.tau: must be > 0" in capsys.readouterr().err
+
+
+def test_flags_are_described_by_their_config_keys(capsys):
+    from neurosepclr.config import SubtypeConfig
+
+    assert main(["subtype", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(config subtype.null_draws; default 5)" in text
+    assert SubtypeConfig.__dataclass_fields__["null_draws"].metadata["help"].split(";")[0] in text

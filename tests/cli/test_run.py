@@ -76,6 +76,14 @@ def test_run_end_to_end_then_skips_what_is_up_to_date(tmp_path, capsys):
     assert main([*argv, "--set", "subtype.method=gmm"]) == 0  # only subtyping changes
     err = capsys.readouterr().err
     assert "train: up to date" in err and "subtype: up to date" not in err
+    clusters = [*argv, "--set", "train.select=clusters"]
+    assert main(clusters) == 0  # another checkpoint criterion: retrained
+    assert "train: training" in capsys.readouterr().err
+    assert main([*clusters, "--set", "subtype.k=2"]) == 0  # it scores checkpoints with subtype.k
+    err = capsys.readouterr().err
+    assert "train: training" in err and "train: up to date" not in err
+    assert main(argv) == 0  # back to the first settings
+    capsys.readouterr()
     assert main([*argv, "--set", "train.steps=8"]) == 0  # more steps: resumed, not restarted
     err = capsys.readouterr().err
     assert "train: resuming" in err
@@ -96,3 +104,19 @@ def test_run_on_a_missing_bids_folder_exits_66(tmp_path, capsys):
     ]
     assert main(argv) == 66
     assert "has no participants.tsv" in capsys.readouterr().err
+
+
+def test_config_digest_covers_the_subtype_keys_that_choose_the_checkpoint():
+    from neurosepclr.runfolder import config_digest
+
+    by_clusters = load_config(SMOKE, ["train.select=clusters"])
+    for change in ("subtype.k=2", "subtype.k_range=[2, 4]", "subtype.standardise=patients"):
+        assert config_digest(load_config(SMOKE, ["train.select=clusters", change])) != config_digest(
+            by_clusters
+        ), change
+    by_diagnosis = load_config(SMOKE)  # the subtype section does not touch this run's weights
+    assert config_digest(load_config(SMOKE, ["subtype.k=2"])) == config_digest(by_diagnosis)
+    for change in ("subtype.method=gmm", "subtype.atlases=[aicha]", "train.steps=99"):
+        assert config_digest(load_config(SMOKE, ["train.select=clusters", change])) == config_digest(
+            by_clusters
+        ), change

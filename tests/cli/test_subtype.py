@@ -191,3 +191,28 @@ def test_rerun_replaces_old_subtype_files_and_refuses_an_impossible_k(smoke_run,
     assert not stale.exists()
     assert main(["subtype", str(copy), "--k", "9"]) == 65
     assert "training patients are too few for it" in capsys.readouterr().err
+
+
+def test_a_run_whose_derivatives_moved_is_read_from_their_new_place(
+    smoke_run, tiny_derivatives, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run, run, ignore=shutil.ignore_patterns("subtype"))
+    moved = tmp_path / "moved" / "derivatives"
+    shutil.copytree(tiny_derivatives, moved)
+    record = json.loads((run / "run.json").read_text())
+    record |= {"derivatives": str(tmp_path / "gone"), "derivatives_relative": "../gone"}
+    (run / "run.json").write_text(json.dumps(record))
+    assert main(["subtype", str(run), "--k", "2"]) == 66
+    assert "pass their new location with --derivatives DIR" in capsys.readouterr().err
+    assert main(["--quiet", "subtype", str(run), "--k", "2", "--derivatives", str(moved)]) == 0
+    assert (run / "subtype" / "subtypes.tsv").is_file()
+    image = next(moved.rglob("*_desc-preproc_T1w.nii.gz"))
+    image.write_bytes(image.read_bytes() + b"\0")  # not the images the run was trained on
+    assert main(["subtype", str(run), "--k", "2", "--derivatives", str(moved)]) == 65
+    assert "not the ones" in capsys.readouterr().err
+
+
+def test_run_folder_records_where_its_derivatives_are_relative_to_it(smoke_run, tiny_derivatives):
+    record = json.loads((smoke_run / "run.json").read_text())
+    assert (smoke_run / record["derivatives_relative"]).resolve() == tiny_derivatives.resolve()

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from neurosepclr.cli import main
-from neurosepclr.data.simulate import native_grid, res_label, simulate
-from neurosepclr.data.template import load_template
+from neurosepclr.data.simulate import native_grid, simulate
+from neurosepclr.data.template import load_template, res_label
 from neurosepclr.errors import ConfigError
 from tests.conftest import tiny_config
 

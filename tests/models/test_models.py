@@ -64,70 +64,22 @@ def test_pool_cells_sizes_the_last_layer_and_is_refused_for_monai_encoders():
         load_config(None, ["model.encoder=resnet10", "model.pool_cells=2"])
 
 
-def test_average_downsampling_keeps_a_weak_extended_change_that_max_pooling_hides():
-    import torch.nn as nn
-
-    maxed = build_encoder("light_cnn", 4, widths=(2, 2), downsample="max")
-    averaged = build_encoder("light_cnn", 4, widths=(2, 2), downsample="avg")
-    assert sum(isinstance(m, nn.MaxPool3d) for m in maxed.features) == 2
-    assert sum(isinstance(m, nn.AvgPool3d) for m in averaged.features) == 2
-    assert not any(isinstance(m, nn.MaxPool3d) for m in averaged.features)
-    # same parameters either way: checkpoints do not depend on the choice
-    assert [k for k, _ in maxed.named_parameters()] == [k for k, _ in averaged.named_parameters()]
-    # a 2x2x2 cell holding one high voxel among zeros (a spike) vs a cell uniformly at its mean
-    pooling = {"max": maxed.features[3], "avg": averaged.features[3]}
-    spike, uniform = torch.zeros(1, 1, 2, 2, 2), torch.full((1, 1, 2, 2, 2), 1.0 / 8)
-    spike[0, 0, 0, 0, 0] = 1.0
-    assert torch.allclose(pooling["avg"](spike), pooling["avg"](uniform))
-    assert not torch.allclose(pooling["max"](spike), pooling["max"](uniform))
-    with pytest.raises(ValueError, match="downsample"):
-        build_encoder("resnet10", 12, downsample="avg")
-    with pytest.raises(ConfigError, match=r"model\.downsample"):
-        load_config(None, ["model.encoder=resnet10", "model.downsample=avg"])
-    assert load_config(None, ["model.downsample=avg"]).model.downsample == "avg"
-
-
-def test_members_concatenate_and_each_member_gets_only_its_own_objective_gradient():
-    from neurosepclr.objectives import member_mean
-    from neurosepclr.objectives.sepclr import SepCLRLoss
-
-    torch.manual_seed(0)
-    overrides = ["model.widths=[4, 8]", "model.common_dim=6", "model.salient_dim=5", "model.members=2"]
-    model = build_model(load_config(None, overrides).model)
-    out = model(torch.randn(8, 1, 16, 16, 16))
-    assert out.common_rep.shape == (8, 12) and out.salient_proj.shape == (8, 10)
-    is_target = torch.tensor([0, 1] * 4, dtype=torch.bool)
-    loss = SepCLRLoss()
-    halves = out.common_proj.chunk(2), out.salient_proj.chunk(2)  # two "views" of four subjects
-    c1, c2, s1, s2 = (*halves[0], *halves[1])
-    first_member = model.salient_encoder.members[0]
-    ensemble = torch.autograd.grad(
-        member_mean(loss, 2, c1, c2, s1, s2, is_target[:4]).total,
-        list(first_member.parameters()),
-        retain_graph=True,
-    )
-    alone = torch.autograd.grad(
-        loss(c1[:, :6], c2[:, :6], s1[:, :5], s2[:, :5], is_target[:4]).total, list(first_member.parameters())
-    )
-    for g_ensemble, g_alone in zip(ensemble, alone, strict=True):
-        torch.testing.assert_close(g_ensemble, g_alone / 2)
-
-
-def test_one_member_keeps_the_checkpoint_layout_and_members_refuse_prototypes():
+def test_removed_options_are_refused_in_new_configs_and_dropped_from_old_run_folders(tmp_path):
+    """Decision 0007: unproven options were removed; a run folder that kept them at their no-op value
+    still loads, one that used them is refused with a pointer to the decision."""
+    for key in (
+        "model.members=2",
+        "model.downsample=avg",
+        "loss.gamma_uniform=0.5",
+        "train.augment.cutout=0.1",
+    ):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config(None, [key])
+    old = tmp_path / "config.yaml"
+    old.write_text("model:\n  members: 1\n  downsample: max\nloss:\n  gamma_uniform: 1.0\n  proto_tau: 0.1\n")
+    assert load_config(old, legacy=True).model.encoder == "light_cnn"
+    old.write_text("model:\n  members: 3\n")
+    with pytest.raises(ConfigError, match=r"model\.members.*0007"):
+        load_config(old, legacy=True)
     keys = build_model(load_config(None, ["model.widths=[4, 8]"]).model).state_dict()
     assert not any(".members." in key for key in keys)  # checkpoints of earlier versions still load
-    with pytest.raises(ConfigError, match="members"):
-        load_config(None, ["model.members=2", "loss.salient_prototypes=4"])
-
-
-def test_member_views_route_one_block_of_rows_to_each_member():
-    torch.manual_seed(0)
-    overrides = ["model.widths=[4, 8]", "model.salient_dim=5", "model.members=2"]
-    model = build_model(load_config(None, overrides).model).eval()
-    first, second = torch.randn(3, 1, 16, 16, 16), torch.randn(3, 1, 16, 16, 16)
-    out = model(torch.cat([first, second]), member_views=True)
-    members = model.salient_encoder.members
-    torch.testing.assert_close(out.salient_rep, torch.cat([members[0](first), members[1](second)], dim=1))
-    torch.testing.assert_close(  # inference: every member reads the same subjects
-        model.forward_features(first)[1], torch.cat([members[0](first), members[1](first)], dim=1)
-    )

@@ -188,29 +188,11 @@ def test_single_space_simclr_baseline_is_nt_xent_of_the_common_heads_only():
 
 def test_default_config_gives_the_papers_medical_settings():
     loss = loss_from_config(load_config().loss)
-    assert (loss.beta_s, loss.beta_reg, loss.lambda_jem, loss.tau, loss.beta_attr, loss.gamma_uniform) == (
+    assert (loss.beta_s, loss.beta_reg, loss.lambda_jem, loss.tau, loss.beta_attr) == (
         1.0,
         10.0,
         10.0,
         0.5,
         0.0,
-        1.0,
     )
     assert isinstance(SepCLRLoss()(*batch()), SepCLRTerms)
-
-
-@pytest.mark.parametrize("gamma", [0.0, 0.3, 2.0])
-def test_gamma_uniform_weights_only_the_s_prime_uniformity(gamma):
-    c1, c2, s1, s2, y = batch(seed=5)
-    paper = SepCLRLoss()(c1, c2, s1, s2, y)
-    weighted = SepCLRLoss(gamma_uniform=gamma)(c1, c2, s1, s2, y)
-    assert weighted.salient.item() == pytest.approx(
-        (paper.salient_align + gamma * paper.salient_uniform).item()
-    )
-    assert weighted.total.item() == pytest.approx(
-        (paper.total - (1.0 - gamma) * paper.salient_uniform).item(), rel=1e-12
-    )
-    for name in ("common", "background", "jem", "salient_align", "salient_uniform"):
-        assert getattr(weighted, name).item() == getattr(paper, name).item()
-    configured = loss_from_config(load_config(None, [f"loss.gamma_uniform={gamma}"]).loss)
-    assert configured.gamma_uniform == gamma

@@ -4,8 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from neurosepclr.training.loop import _selection_score
+from neurosepclr.training.loop import selection_score
 from neurosepclr.training.probes import cluster_structure, probe_scores
+
+PATIENTS = {"standardise": "patients", "directions": False}
 
 
 def test_probe_scores_on_structured_representations():
@@ -22,12 +24,13 @@ def test_probe_scores_on_structured_representations():
     table = pd.DataFrame({"participant_id": [f"sub-{i:03d}" for i in range(n)], "group": group, "age": age})
     truth = pd.DataFrame({"participant_id": table["participant_id"], "subtype": subtype})
     split = np.where(np.arange(n) % 4 == 0, "val", "train")
-    scores = probe_scores(common, salient, table, split, truth)
+    rule = {"standardise": "patients", "directions": False}
+    scores = probe_scores(common, salient, table, split, truth, 0, **rule)
     assert scores["val/salient/diagnosis_bacc"] > 0.95
     assert scores["val/common/diagnosis_bacc"] == pytest.approx(0.5, abs=0.15)
     assert scores["val/common/age_r2"] > 0.9 and scores["val/salient/age_r2"] < 0.2
     assert scores["val/salient/kmeans_ari"] > 0.95
-    relative = probe_scores(common, salient, table, split, truth, standardise="controls", directions=True)
+    relative = probe_scores(common, salient, table, split, truth, 0, standardise="controls", directions=True)
     assert relative["val/salient/kmeans_ari"] > 0.95
 
 
@@ -45,12 +48,12 @@ def test_cluster_structure_finds_k_and_prefers_structured_spaces():
     for k in range(3):  # three clusters, one axis each, the fourth axis noise only
         structured[np.arange(n) % 3 == k, k] += 4.0
     table, split = _cohort(n)
-    clustered = cluster_structure(structured, table, split, range(2, 6))
-    unclustered = cluster_structure(noise, table, split, range(2, 6))
+    clustered = cluster_structure(structured, table, split, range(2, 6), 0, **PATIENTS)
+    unclustered = cluster_structure(noise, table, split, range(2, 6), 0, **PATIENTS)
     assert clustered["train/salient/cluster_k"] == 3
     assert clustered["train/salient/cluster_stability"] > 0.9
     assert clustered["train/salient/cluster_score"] > unclustered["train/salient/cluster_score"] + 0.4
-    assert _selection_score(clustered, "clusters") == clustered["train/salient/cluster_score"]
+    assert selection_score(clustered, "clusters") == clustered["train/salient/cluster_score"]
 
 
 def test_cluster_structure_relative_to_controls_ignores_a_shared_site_split():
@@ -63,17 +66,17 @@ def test_cluster_structure_relative_to_controls_ignores_a_shared_site_split():
     for k in range(3):  # three subtypes: directions away from the controls on axes 3-5
         salient[patients[k::3], k + 3] += rng.uniform(1.5, 4.0, len(patients[k::3]))
     by_controls = cluster_structure(
-        salient, table, split, range(2, 6), standardise="controls", directions=True
+        salient, table, split, range(2, 6), 0, standardise="controls", directions=True
     )
-    by_patients = cluster_structure(salient, table, split, range(2, 6))
+    by_patients = cluster_structure(salient, table, split, range(2, 6), 0, **PATIENTS)
     assert by_controls["train/salient/cluster_k"] == 3
     assert by_patients["train/salient/cluster_k"] != 3
 
 
 def test_cluster_structure_is_empty_when_no_k_fits_and_selection_then_never_wins():
     table, split = _cohort(6)
-    assert cluster_structure(np.zeros((6, 2)), table, split, [3]) == {}
-    assert _selection_score({}, "clusters") == float("-inf")
-    assert _selection_score({"val/salient/diagnosis_bacc": 0.9, "val/common/diagnosis_bacc": 0.6}) == (
+    assert cluster_structure(np.zeros((6, 2)), table, split, [3], 0, **PATIENTS) == {}
+    assert selection_score({}, "clusters") == float("-inf")
+    assert selection_score({"val/salient/diagnosis_bacc": 0.9, "val/common/diagnosis_bacc": 0.6}) == (
         pytest.approx(0.8)
     )

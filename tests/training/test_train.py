@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+import neurosepclr.compute as compute
 import neurosepclr.training.loop as loop
 from neurosepclr.cli import main
 from neurosepclr.config import load_config
@@ -209,15 +210,18 @@ def test_single_space_simclr_baseline_trains_only_the_common_encoder(tmp_path, t
 
 def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert [loop.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
-    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)
-    assert (loop.resolve_precision("auto", cpu), loop.resolve_precision("auto", cuda)) == ("bf16", "fp32")
-    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: False)
-    assert loop.resolve_precision("auto", cpu) == "fp32"
+    assert [compute.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    monkeypatch.setattr(compute, "native_cpu_bf16", lambda: True)
+    assert (compute.resolve_precision("auto", cpu), compute.resolve_precision("auto", cuda)) == (
+        "bf16",
+        "fp32",
+    )
+    monkeypatch.setattr(compute, "native_cpu_bf16", lambda: False)
+    assert compute.resolve_precision("auto", cpu) == "fp32"
 
 
 def test_bf16_channels_last_training_records_its_precision(tmp_path, tiny_derivatives, monkeypatch):
-    monkeypatch.setattr(loop, "native_cpu_bf16", lambda: True)  # autocast bf16 runs on any CPU
+    monkeypatch.setattr(compute, "native_cpu_bf16", lambda: True)  # autocast bf16 runs on any CPU
     run = tmp_path / "run"
     train(
         smoke("train.precision=auto", "train.channels_last=true", "train.steps=3"),

@@ -5,7 +5,7 @@ import torch
 
 from neurosepclr.config import load_config
 from neurosepclr.training.sampler import balanced_batch
-from neurosepclr.training.views import apply_view, draw_view_params, make_views, smooth_displacement
+from neurosepclr.training.views import apply_view, draw_view_params, make_views
 
 
 def augment(*overrides):
@@ -51,38 +51,21 @@ def test_flip_is_off_by_default_and_mirrors_left_right_when_on():
     assert not draw_view_params(64, augment(), torch.Generator().manual_seed(0))["flip"].any()
 
 
-NO_AFFINE_OR_INTENSITY = ("rotation_deg=0", "scale=0", "translation_vox=0", "gain=0", "offset=0")
-NO_INTENSITY_NOISE = ("bias_field=0", "noise=0")
-
-
-def test_deformation_is_off_by_default_and_leaves_the_random_stream_of_other_views_unchanged():
-    plain = draw_view_params(4, augment(), torch.Generator().manual_seed(1))
-    assert "deformation_seed" not in plain
-    deformed = draw_view_params(4, augment("deformation_vox=1.0"), torch.Generator().manual_seed(1))
-    for key, value in plain.items():
-        torch.testing.assert_close(deformed[key], value)
-
-
-def test_deformation_moves_voxels_smoothly_by_about_its_amplitude_and_is_reproducible():
-    x = torch.zeros(1, 1, 16, 16, 16)
-    x[0, 0, :, :, 8:] = 1.0  # a step edge along the last axis (grid x)
-    cfg = augment(*NO_AFFINE_OR_INTENSITY, *NO_INTENSITY_NOISE, "deformation_vox=1.0")
-    params = draw_view_params(1, cfg, torch.Generator().manual_seed(3))
-    view = apply_view(x, params, cfg)
-    torch.testing.assert_close(apply_view(x, params, cfg), view)
-    assert (view - x).abs().max() > 0.2  # the edge moved somewhere
-    interior = view[0, 0, 2:-2, 2:-2, 2:-2]
-    assert interior.min() > -1e-5 and interior.max() < 1 + 1e-5  # a resampling, no new intensities
-    field = smooth_displacement(params["deformation_seed"], [16, 16, 16], 1.0, 2.0)
-    assert field.shape == (1, 16, 16, 16, 3)
-    assert 0.4 < float(field.std()) < 1.2
-
-    # smooth: neighbouring voxels move together far more than voxels 8 apart
-    def lag_correlation(lag):
-        pairs = torch.stack([field[0, :, :, :-lag].flatten(), field[0, :, :, lag:].flatten()])
-        return float(torch.corrcoef(pairs)[0, 1])
-
-    assert lag_correlation(1) > 0.6 and abs(lag_correlation(8)) < 0.3
+def test_view_draws_keep_the_random_stream_of_earlier_versions():
+    """The removed cut-out option drew (n,) and (n, 6) uniform numbers after the noise seeds; they
+    are still consumed, so the draws after them (the second view) are what they were (decision 0007)."""
+    generator = torch.Generator().manual_seed(5)
+    first = draw_view_params(3, augment(), generator)
+    after = torch.rand(1, generator=generator)
+    reference = torch.Generator().manual_seed(5)  # the draws of the earlier version, in its order
+    torch.rand(3, 3, generator=reference), torch.rand(3, 3, generator=reference)  # rotation, scale
+    torch.rand(3, 3, generator=reference), torch.rand(3, generator=reference)  # translation, flip
+    torch.randn(3, 1, 3, 3, 3, generator=reference)  # bias
+    torch.rand(3, generator=reference), torch.rand(3, generator=reference)  # gain, offset
+    noise_seeds = torch.randint(0, 2**31 - 1, (3,), generator=reference)
+    torch.rand(3, generator=reference), torch.rand(3, 6, generator=reference)  # the cut-out draws
+    assert torch.equal(first["noise_seed"], noise_seeds)
+    assert torch.equal(torch.rand(1, generator=reference), after)
 
 
 def test_balanced_batches_hold_both_groups_and_cover_every_subject():

@@ -73,7 +73,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         acts, not in how severe it is — the geometry of HYDRA's polytope of hyperplanes around the
         controls. Needs ``standardise="controls"``.
     n_init : restarts of the clustering algorithm (whitened salient spaces have several near-equal
-        k-means optima: on a demo cohort 10 restarts gave ARI 0.63–0.85 across seeds, 100 gave 0.80).
+        k-means optima, and few restarts land on different ones with different seeds).
     confidence : minimum membership probability for a confident assignment.
     random_state : seed.
 
@@ -88,7 +88,7 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self,
         n_subtypes: int = 3,
         method: str = "kmeans",
-        standardise: str = "patients",
+        standardise: str = "patients",  # a generic estimator default; the command's is in SubtypeConfig
         directions: bool = False,
         n_init: int = 50,
         confidence: float = 0.7,
@@ -278,6 +278,7 @@ def structureless_draws(X: np.ndarray, n_draws: int, rng: np.random.Generator) -
 def stability_table(
     X: np.ndarray,
     k_values: list[int] | range,
+    *,
     method: str = "kmeans",
     n_resamples: int = 20,
     random_state: int = 0,

@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import adjusted_rand_score
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from neurosepclr.analysis.subtyping import (
+from neurosepclr.clustering import (
     SalientSubtyper,
     soft_assignments,
     stability_table,
