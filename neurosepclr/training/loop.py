@@ -263,6 +263,43 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def two_views(volumes, batch, local, augment, generator, device, channels_last: bool) -> torch.Tensor:
+    """Two random views of this rank's rows of the global batch, stacked (all first views, then all
+    second views). The parameters are drawn for the whole global batch, so every rank draws the
+    same numbers and a run is the same whatever the number of processes."""
+    x = volumes[batch[local]].to(device)
+    params1 = draw_view_params(len(batch), augment, generator)
+    params2 = draw_view_params(len(batch), augment, generator)
+    views = torch.cat([apply_view(x, select(params, local), augment) for params in (params1, params2)])
+    return views.contiguous(memory_format=torch.channels_last_3d) if channels_last else views
+
+
+def projections(model, views, batch, local, ctx: DistContext, gathered: bool, autocast):
+    """Head outputs (c1, c2, s1, s2) of the two views, all-gathered across ranks when the loss is
+    computed on the global batch, and the cohort rows they belong to."""
+    with autocast():
+        out = model(views)
+    c1, c2 = out.common_proj.float().chunk(2)
+    s1, s2 = out.salient_proj.float().chunk(2)
+    if not gathered:
+        return (c1, c2, s1, s2), batch[local]
+    gathered_views = tuple(gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
+    ranks = [shard(np.arange(len(batch)), DistContext(r, ctx.world_size)) for r in range(ctx.world_size)]
+    return gathered_views, batch[np.concatenate(ranks)]
+
+
+def optimiser_step(opt: Optimisation, model, total: torch.Tensor, grad_clip: float) -> float:
+    """Backward, gradient clipping (0: none), Adam and scheduler step; returns the gradient norm."""
+    opt.optimizer.zero_grad(set_to_none=True)
+    opt.scaler.scale(total).backward()
+    opt.scaler.unscale_(opt.optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip or float("inf"))
+    opt.scaler.step(opt.optimizer)
+    opt.scaler.update()
+    opt.scheduler.step()
+    return float(grad_norm)
+
+
 def validation_scores(config: Config, net, data: CohortTensors, split, truth, device, autocast) -> dict:
     """Probes on held-out subjects and the label-free cluster structure of the training patients."""
     common, salient = representations(
@@ -363,58 +400,25 @@ def train(
             ]
             if ctx.enabled:  # equal shards: all-gather needs the same row count on every rank
                 batch = batch[: len(batch) - len(batch) % ctx.world_size]
-            generator = step_generator(config.seed, step)  # views drawn for the global batch...
-            local = shard(np.arange(len(batch)), ctx)  # ...and applied, on the device, to this rank's rows
-            x = data.volumes[batch[local]].to(device)
-            params1 = draw_view_params(len(batch), cfg.augment, generator)
-            params2 = draw_view_params(len(batch), cfg.augment, generator)
-            views = torch.cat(
-                [apply_view(x, select(params, local), cfg.augment) for params in (params1, params2)]
-            )
-            if cfg.channels_last:
-                views = views.contiguous(memory_format=torch.channels_last_3d)
-            with autocast():
-                out = model(views)
-            c1, c2 = out.common_proj.float().chunk(2)
-            s1, s2 = out.salient_proj.float().chunk(2)
-            rows = batch if gathered else batch[local]
-            if gathered:
-                c1, c2, s1, s2 = (gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
-                order = np.concatenate(
-                    [
-                        shard(np.arange(len(batch)), DistContext(r, ctx.world_size))
-                        for r in range(ctx.world_size)
-                    ]
-                )
-                rows = batch[order]
-            terms = loss_fn(
-                c1,
-                c2,
-                s1,
-                s2,
-                is_target[rows].to(device),
-                metadata=None if metadata is None else metadata[rows].to(device),
-                attributes=None if attributes is None else attributes[rows].to(device),
-            )
+            local = shard(np.arange(len(batch)), ctx)  # this rank's rows of the global batch
+            generator = step_generator(config.seed, step)
+            views = two_views(data.volumes, batch, local, cfg.augment, generator, device, cfg.channels_last)
+            (c1, c2, s1, s2), rows = projections(model, views, batch, local, ctx, gathered, autocast)
+            meta, attr = (None if t is None else t[rows].to(device) for t in (metadata, attributes))
+            terms = loss_fn(c1, c2, s1, s2, is_target[rows].to(device), metadata=meta, attributes=attr)
             if not all_finite(terms.total, ctx):
                 values = ", ".join(f"{k}={v:.4g}" for k, v in terms.as_floats().items())
                 raise TrainingDiverged(
                     f"step {step}: loss is not finite ({values}); the last good checkpoint is "
                     f"{last_path}; lower train.lr or use fp32"
                 )
-            opt.optimizer.zero_grad(set_to_none=True)
-            opt.scaler.scale(terms.total).backward()
-            opt.scaler.unscale_(opt.optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-            opt.scaler.step(opt.optimizer)
-            opt.scaler.update()
-            opt.scheduler.step()
+            grad_norm = optimiser_step(opt, model, terms.total, cfg.grad_clip)
             done = step + 1
             record = {
                 "step": done,
                 **{f"loss/{k}": round(v, 6) for k, v in terms.as_floats().items()},
                 "lr": opt.optimizer.param_groups[0]["lr"],
-                "grad_norm": float(grad_norm),
+                "grad_norm": grad_norm,
                 "seconds": round(time.perf_counter() - started, 4),
             }
             # 4. validation and checkpoints
