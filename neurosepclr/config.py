@@ -159,9 +159,19 @@ class SimulateConfig:
         commands=("simulate",),
     )
     subtypes: list[SubtypeSpec] = _opt(DEFAULT_SUBTYPES, "subtypes and their AAL3 territories")
+    atrophy: Literal["volume", "intensity"] = _opt(
+        "volume",
+        "volume: the territory's tissue shrinks (a smooth local contraction, the neighbouring CSF grows) "
+        "on top of a partial-volume loss; intensity: the partial-volume loss alone (grey matter takes "
+        "CSF intensity; no change of shape)",
+        flag="--atrophy",
+        commands=("simulate",),
+    )
     severity: list[float] = _opt(
         [0.2, 0.4],
-        "range [low, high] of the fraction of grey matter lost in the territory",
+        "range [low, high] of the atrophy severity s: with atrophy intensity the fraction of grey "
+        "matter lost in the territory; with volume a retreat of the grey matter's edges of up to "
+        "4 mm × s plus a partial-volume loss of s / 2 (the truth records the resulting volume change)",
         ge=0,
         le=0.9,
         flag="--severity",

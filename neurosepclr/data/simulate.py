@@ -2,18 +2,23 @@
 
 Every subject starts from the template (nilearn's wheel) and receives, in this order:
 
-1. **salient factors** (patients only): grey-matter loss ``severity × territory`` in the AAL3
-   regions of its subtype, with tapered edges and, with ``spatial_variability > 0``, a random
-   subset of the regions and a smooth random modulation;
+1. **salient factors** (patients only): atrophy ``severity × territory`` in the AAL3 regions of its
+   subtype, with tapered edges and, with ``spatial_variability > 0``, a random subset of the
+   regions and a smooth random modulation. ``atrophy: volume`` (default) shrinks the territory's
+   grey matter (a smooth local contraction: its edges retreat by up to ``VOLUME_RETREAT_MM ×
+   severity``, so the cortex thins and CSF and white matter take the space) and adds a
+   partial-volume loss of half the severity; ``atrophy: intensity`` is the partial-volume loss alone;
 2. **common factors** (everyone): global grey-matter thinning and ventricle/CSF enlargement with
    age, head size with sex, and an individual smooth anatomical deformation;
 3. **acquisition** (everyone): in ``native`` geometry a scanner grid of its own (voxel size,
    orientation, head pose), then the site's contrast (gain, gamma), a smooth multiplicative bias
    field and Rician noise.
 
-Grey-matter loss is applied as a partial-volume change: a voxel losing a fraction ΔGM of its grey
-matter takes ΔGM of CSF intensity instead. This is how HYDRA, MAGIC and Smile-GAN were validated
-(semi-synthetic atrophy on real anatomy). The truth (group, subtype, severity, regions hit, and one
+A partial-volume loss is a change of contrast: a voxel losing a fraction ΔGM of its grey matter
+takes ΔGM of CSF intensity instead (how HYDRA, MAGIC and Smile-GAN were validated: semi-synthetic
+atrophy on real anatomy). A contraction is a change of shape, which registration to a template
+turns into a Jacobian below 1 (what voxel- and deformation-based morphometry measure). The truth
+(group, subtype, severity, regions hit, the grey-matter volume change of every territory, and one
 MNI mask per subtype) is written to ``derivatives/truth/``, which no model reads.
 """
 
@@ -47,6 +52,9 @@ INTENSITY_SCALE = 1000.0  # template WM ≈ 0.85 → about 850 in the written in
 AGE_GM_LOSS_PER_YEAR = 0.004  # fraction of GM lost per year after 50 (cross-sectional 0.2–0.5 %/yr)
 AGE_VENTRICLE_PER_YEAR = 0.004  # radial expansion of the periventricular region per year after 50
 TAPER_MM = 2.0
+VOLUME_RETREAT_MM = 4.0  # atrophy: volume — largest retreat of grey matter per unit of severity
+VOLUME_SMOOTH_MM = 2.0  # smoothing of the territory's grey matter before its gradient
+VOLUME_PARTIAL_SHARE = 0.5  # atrophy: volume — the partial-volume loss, as a share of the severity
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,43 @@ def ventricle_centre(template: Template) -> np.ndarray:
     return xyz[:, ventricles].mean(axis=1)
 
 
+def contraction_field(atrophy: np.ndarray, gm: np.ndarray, resolution: float) -> np.ndarray:
+    """Pull-back displacement u (3, *shape), in voxels, that shrinks the grey matter where
+    ``atrophy`` > 0: the cortex thins and subcortical nuclei shrink, CSF and white matter take
+    the space.
+
+    ``u = −κ ∇(G_σ ∗ (atrophy · gm))``: sampling ``anatomy(x + u(x))`` reads, at the edges of the
+    territory's grey matter, from the neighbouring CSF or white matter, so its grey matter is
+    squeezed (the Jacobian of x ↦ x + u is above 1 inside it, below 1 around it). κ is set so that
+    a sharp edge of severity s retreats by ``VOLUME_RETREAT_MM × s`` at most.
+    """
+    sigma = VOLUME_SMOOTH_MM / resolution
+    smoothed = ndimage.gaussian_filter((atrophy * gm).astype(np.float32), sigma)
+    kappa = VOLUME_RETREAT_MM / resolution * sigma * np.sqrt(2.0 * np.pi)
+    return -kappa * np.stack(np.gradient(smoothed)).astype(np.float32)
+
+
+def pullback_jacobian(displacement: np.ndarray) -> np.ndarray:
+    """det(I + ∇u) of the pull-back map x ↦ x + u(x); the tissue's volume change is its inverse."""
+    grads = [np.gradient(displacement[i]) for i in range(3)]
+    jacobian = np.empty((*displacement.shape[1:], 3, 3), dtype=np.float64)
+    for i in range(3):
+        for j in range(3):
+            jacobian[..., i, j] = grads[i][j] + (1.0 if i == j else 0.0)
+    return np.linalg.det(jacobian)
+
+
+@dataclass(frozen=True)
+class Anatomy:
+    """A subject in template space before acquisition: T1 intensity, the atrophy map (severity ×
+    territory), the grey-matter fraction after disease and age, and without the disease."""
+
+    t1: np.ndarray
+    atrophy: np.ndarray
+    gm: np.ndarray
+    gm_without_disease: np.ndarray
+
+
 def subject_anatomy(
     template: Template,
     spec: SubjectSpec,
@@ -182,8 +227,8 @@ def subject_anatomy(
     cfg: SimulateConfig,
     rng: np.random.Generator,
     intensities: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """T1 intensity of the subject in template space, and the atrophy loss map (fraction of GM)."""
+) -> Anatomy:
+    """The subject's anatomy in template space (atrophy, then age; no individual deformation)."""
     atrophy = np.zeros(template.shape, dtype=np.float32)
     if spec.group == TARGET_LABEL:
         atrophy = spec.severity * territory_weight(atlas.region_mask(spec.regions_hit), cfg.resolution)
@@ -192,11 +237,29 @@ def subject_anatomy(
                 template.shape, 6.0 / cfg.resolution, rng
             )
             atrophy = np.clip(atrophy * np.clip(modulation, 0.0, 2.0), 0.0, 0.95)
-    age_loss = AGE_GM_LOSS_PER_YEAR * max(spec.age - 50.0, 0.0)
-    gm_loss = template.gm * (1.0 - (1.0 - age_loss) * (1.0 - atrophy))
+    t1, gm, partial = template.t1, template.gm, atrophy
+    if cfg.atrophy == "volume" and spec.group == TARGET_LABEL:
+        shift = contraction_field(atrophy, template.gm, cfg.resolution)
+        coords = np.indices(template.shape, dtype=np.float32) + shift
+        t1 = ndimage.map_coordinates(template.t1, coords, order=1, mode="nearest")
+        gm = ndimage.map_coordinates(template.gm, coords, order=1, mode="nearest")
+        partial = VOLUME_PARTIAL_SHARE * atrophy
+    age_kept = 1.0 - AGE_GM_LOSS_PER_YEAR * max(spec.age - 50.0, 0.0)
+    gm_loss = gm * (1.0 - age_kept * (1.0 - partial))
     gm_intensity, csf_intensity = intensities
-    t1 = template.t1 - gm_loss * (gm_intensity - csf_intensity)
-    return np.clip(t1, 0.0, None).astype(np.float32), atrophy
+    t1 = np.clip(t1 - gm_loss * (gm_intensity - csf_intensity), 0.0, None).astype(np.float32)
+    return Anatomy(
+        t1, atrophy, (gm - gm_loss).astype(np.float32), (template.gm * age_kept).astype(np.float32)
+    )
+
+
+def territory_volume_change(anatomy: Anatomy, territories: dict[str, np.ndarray]) -> dict[str, float]:
+    """Relative grey-matter volume change in each territory (its AAL3 regions) caused by the disease:
+    Σ GM after / Σ GM without the disease − 1 (0 for controls, negative for loss)."""
+    return {
+        name: round(float(anatomy.gm[mask].sum() / anatomy.gm_without_disease[mask].sum() - 1.0), 4)
+        for name, mask in territories.items()
+    }
 
 
 def rotation_matrix(degrees: tuple[float, float, float]) -> np.ndarray:
@@ -234,10 +297,13 @@ def render_subject(
     site: Site,
     intensities: tuple[float, float],
     centre: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The subject's image as int16 and its affine (scanner grid, or the template grid)."""
+    territories: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """The subject's image as int16, its affine (scanner grid, or the template grid) and the grey-
+    matter volume change of every territory."""
     rng = np.random.default_rng(spec.seed)
-    anatomy, _ = subject_anatomy(template, spec, atlas, cfg, rng, intensities)
+    subject = subject_anatomy(template, spec, atlas, cfg, rng, intensities)
+    anatomy = subject.t1
     res = cfg.resolution
 
     # displacement field (mm, template grid): individual smooth deformation + age-related
@@ -287,7 +353,8 @@ def render_subject(
     image = image * np.exp(site.bias * 0.5 * bias)
     sigma = site.noise * 0.85
     noisy = np.hypot(image + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
-    return np.clip(np.rint(noisy * INTENSITY_SCALE), 0, 32767).astype(np.int16), affine
+    image = np.clip(np.rint(noisy * INTENSITY_SCALE), 0, 32767).astype(np.int16)
+    return image, affine, territory_volume_change(subject, territories)
 
 
 def _render_to_file(
@@ -298,14 +365,15 @@ def _render_to_file(
     site: Site,
     intensities: tuple[float, float],
     centre: np.ndarray,
+    territories: dict[str, np.ndarray],
     out_dir: Path,
-) -> str:
-    data, affine = render_subject(spec, cfg, template, atlas, site, intensities, centre)
+) -> tuple[str, dict[str, float]]:
+    data, affine, changes = render_subject(spec, cfg, template, atlas, site, intensities, centre, territories)
     code = 4 if cfg.geometry == "mni" else 1
     img = make_nifti(data, affine, code=code)
     path = out_dir / spec.participant_id / "anat" / f"{spec.participant_id}_T1w.nii.gz"
     atomic_write_bytes(path, nifti_gz_bytes(img))
-    return spec.participant_id
+    return spec.participant_id, changes
 
 
 def _json(data) -> str:
@@ -341,6 +409,7 @@ def simulate(
     subjects = draw_subjects(cfg, config.seed, sites)
     intensities = tissue_intensities(template)
     centre = ventricle_centre(template)
+    territories = {spec.name: atlas.region_mask(spec.regions) for spec in cfg.subtypes}
 
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -352,16 +421,15 @@ def simulate(
     try:
         jobs = (
             delayed(_render_to_file)(
-                s, cfg, template, atlas, site_by_name[s.site], intensities, centre, partial
+                s, cfg, template, atlas, site_by_name[s.site], intensities, centre, territories, partial
             )
             for s in subjects
         )
         runner = Parallel(n_jobs=n_jobs, return_as="generator_unordered")
-        for _ in tqdm(
-            runner(jobs), total=len(subjects), desc="simulate", unit="subject", disable=not progress
-        ):
-            pass
-        _write_metadata(partial, config, subjects, sites, atlas, template)
+        changes = dict(
+            tqdm(runner(jobs), total=len(subjects), desc="simulate", unit="subject", disable=not progress)
+        )
+        _write_metadata(partial, config, subjects, sites, atlas, template, changes)
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
             out_dir.rename(old)
@@ -388,6 +456,7 @@ def _write_metadata(
     sites: list[Site],
     atlas: Atlas,
     template: Template,
+    volume_changes: dict[str, dict[str, float]],
 ) -> None:
     cfg = config.simulate
     generated_by = [
@@ -473,6 +542,12 @@ def _write_metadata(
             "voxel_size": ["x".join(f"{v:g}" for v in s.voxel_size) for s in subjects],
             "rotation_deg": [",".join(f"{v:g}" for v in s.rotation_deg) for s in subjects],
             "translation_mm": [",".join(f"{v:g}" for v in s.translation_mm) for s in subjects],
+            **{
+                f"gm_volume_change_{spec.name}": [
+                    volume_changes[s.participant_id][spec.name] for s in subjects
+                ]
+                for spec in cfg.subtypes
+            },
         }
     ).sort_values("participant_id")
     atomic_write_text(truth_dir / "truth.tsv", tsv_text(truth))

@@ -84,8 +84,19 @@ def test_truth_masks_are_in_template_space(tiny_native_cohort):
         assert (template.gm[data > 0].mean()) > 0.3  # the territories are grey matter
 
 
-def test_salient_signal_is_inside_the_subtype_masks_and_absent_in_controls(tiny_mni_cohort):
-    root = tiny_mni_cohort
+def test_salient_signal_is_inside_the_subtype_masks_and_absent_in_controls(tmp_path):
+    """The partial-volume (intensity) atrophy darkens each patient's own territory; the volume model
+    is checked on the anatomy itself below (a change of shape moves white matter in, so a mean
+    intensity is not its measure)."""
+    cfg = tiny_config(
+        "simulate.geometry=mni",
+        "simulate.noise=0",
+        "simulate.deformation_mm=0",
+        "simulate.n_sites=1",
+        "simulate.bias_field=0",
+        "simulate.atrophy=intensity",
+    )
+    root = simulate(cfg, tmp_path / "bids", progress=False)
     truth = read_tsv(root / "derivatives" / "truth" / "truth.tsv")
     subtypes = read_tsv(root / "derivatives" / "truth" / "subtypes.tsv")
     masks = {
@@ -176,3 +187,79 @@ def test_imbalanced_subtypes_and_variability(tmp_path):
     hit = truth.loc[truth["subtype"] == "mt", "regions_hit"].str.split(",")
     assert all(1 <= len(regions) <= 4 for regions in hit)
     assert any(len(regions) < 4 for regions in hit)  # variability drops regions
+
+
+def _one_patient(atrophy: str, severity: float = 0.4):
+    """A patient and the same subject without the disease, in template space (3 mm)."""
+    from dataclasses import replace
+
+    from neurosepclr.atlases import load_atlas
+    from neurosepclr.config import load_config
+    from neurosepclr.data import simulate as sim
+
+    cfg = load_config(None, ["simulate.resolution=3", f"simulate.atrophy={atrophy}"]).simulate
+    template = load_template(cfg.resolution)
+    atlas = load_atlas("aal").resampled_to(template.affine, template.shape)
+    sites = sim.draw_sites(1, 1.0, 1.0, np.random.default_rng(0))
+    patient = next(s for s in sim.draw_subjects(cfg, 0, sites) if s.subtype == "medial_temporal")
+    patient = replace(patient, severity=severity)
+    control = replace(patient, group="CN", subtype="n/a", severity=0.0, regions_hit=())
+    territories = {spec.name: atlas.region_mask(spec.regions) for spec in cfg.subtypes}
+    intensities = sim.tissue_intensities(template)
+
+    def anatomy(spec):
+        return sim.subject_anatomy(template, spec, atlas, cfg, np.random.default_rng(1), intensities)
+
+    return template, territories, anatomy(patient), anatomy(control)
+
+
+def test_volume_atrophy_shrinks_the_territory_by_the_recorded_amount_and_leaves_controls_alone():
+    from neurosepclr.data.simulate import territory_volume_change
+
+    _template, territories, patient, control = _one_patient("volume")
+    own = territories["medial_temporal"]
+    recorded = territory_volume_change(patient, territories)
+    # the grey-matter volume (voxels at least half grey matter) of the territory shrinks by about the
+    # recorded relative change of its grey-matter content; the other territories keep theirs
+    count = int((patient.gm[own] >= 0.5).sum()) / int((control.gm[own] >= 0.5).sum()) - 1.0
+    assert recorded["medial_temporal"] < -0.15 and count < -0.15
+    assert abs(count - recorded["medial_temporal"]) < 0.1
+    assert abs(recorded["frontal"]) < 0.01 and abs(recorded["parietal_posterior"]) < 0.01
+    # a change of shape, not only of contrast: grey matter moved (the control's anatomy is the
+    # template's), and the fraction of the territory at least half grey matter drops with it
+    assert not np.allclose(patient.gm, control.gm * (1 - 0.5 * patient.atrophy), atol=1e-3)
+    assert territory_volume_change(control, territories) == {name: 0.0 for name in territories}
+    np.testing.assert_array_equal(control.gm, _one_patient("intensity")[3].gm)  # controls: same in both
+
+
+def test_intensity_atrophy_keeps_the_shape_and_loses_the_recorded_fraction():
+    from neurosepclr.data.simulate import territory_volume_change
+
+    _template, territories, patient, control = _one_patient("intensity", severity=0.3)
+    # partial-volume loss only: grey matter lost in place, exactly (1 − atrophy) of it kept
+    np.testing.assert_allclose(patient.gm, control.gm * (1.0 - patient.atrophy), atol=1e-6)
+    assert territory_volume_change(patient, territories)["medial_temporal"] == pytest.approx(-0.3, abs=0.05)
+
+
+def test_contraction_is_one_to_one_at_the_largest_allowed_severity():
+    from neurosepclr.data.simulate import contraction_field, pullback_jacobian, territory_weight
+
+    template = load_template(3.0)
+    from neurosepclr.atlases import load_atlas
+
+    atlas = load_atlas("aal").resampled_to(template.affine, template.shape)
+    weight = 0.9 * territory_weight(atlas.region_mask(["Hippocampus_L", "Frontal_Sup_2_L"]), 3.0)
+    jacobian = pullback_jacobian(contraction_field(weight, template.gm, 3.0))
+    assert jacobian.min() > 0.05  # no folding
+    assert jacobian.max() > 1.3  # grey matter squeezed: the tissue's volume is 1 / jacobian
+
+
+def test_truth_records_the_volume_change_of_every_territory(tiny_native_cohort):
+    truth = pd.read_csv(tiny_native_cohort / "derivatives" / "truth" / "truth.tsv", sep="\t")
+    columns = [f"gm_volume_change_{name}" for name in ("medial_temporal", "frontal", "parietal_posterior")]
+    assert set(columns) <= set(truth.columns)
+    controls, patients = truth[truth["group"] == "CN"], truth[truth["group"] == "PT"]
+    assert (controls[columns] == 0).all().all()
+    for row in patients.itertuples():
+        own = getattr(row, f"gm_volume_change_{row.subtype}")
+        assert own < -0.05  # the patient's own territory lost grey matter
