@@ -268,6 +268,9 @@ class DataConfig:
             raise ConfigError(f"{prefix}.target: values both background and target: {', '.join(overlap)}")
 
 
+WARP_FEATURES = {"gm_modulated", "logjacobian"}  # measured on the nonlinear warp
+
+
 @dataclass
 class PreprocessConfig:
     """``neurosepclr preprocess``: validation limits, registration and output grid (docs/preprocess.md)."""
@@ -280,6 +283,16 @@ class PreprocessConfig:
         "registration to MNI152NLin2009aSym: affine (rigid then affine), rigid, syn "
         "(affine then nonlinear) or none (inputs already in MNI space)",
         flag="--registration",
+        commands=("preprocess",),
+    )
+    features: list[Literal["t1", "gm", "gm_modulated", "logjacobian"]] = _opt(
+        ["t1"],
+        "what is written for the models, any of: t1 (intensity-normalised T1w), gm (grey-matter "
+        "probability, Atropos with the template's tissue priors), gm_modulated (gm × Jacobian "
+        "determinant of the nonlinear warp: grey-matter volume per voxel, VBM), logjacobian (log-"
+        "determinant of the warp, DBM); the last two need registration syn (switched on)",
+        min_len=1,
+        flag="--features",
         commands=("preprocess",),
     )
     bias_correction: bool = _opt(True, "N4 bias-field correction before registration")
@@ -304,6 +317,18 @@ class PreprocessConfig:
             raise ConfigError(
                 f"{prefix}.resolution: must be one of 1, 1.5, 2, 3, 4 (mm), got {self.resolution}"
             )
+        if len(set(self.features)) != len(self.features):
+            raise ConfigError(f"{prefix}.features: each feature once, got {self.features}")
+        if self.needs_warp() and self.registration == "none":
+            raise ConfigError(
+                f"{prefix}.features: {', '.join(WARP_FEATURES & set(self.features))} need a nonlinear "
+                f"warp; set {prefix}.registration: syn (not none)"
+            )
+        if self.needs_warp():  # said at the start of preprocess, and in every subject's sidecar
+            self.registration = "syn"
+
+    def needs_warp(self) -> bool:
+        return bool(WARP_FEATURES & set(self.features))
 
 
 @dataclass

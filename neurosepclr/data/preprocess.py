@@ -51,6 +51,9 @@ class OutputGrid:
     shape: tuple[int, int, int]
     t1: np.ndarray
     brain: np.ndarray
+    gm: np.ndarray  # the template's tissue probabilities: priors of the segmentation
+    wm: np.ndarray
+    csf: np.ndarray
 
     def image(self, data: np.ndarray, dtype=np.float32) -> nib.Nifti1Image:
         return make_nifti(np.asarray(data, dtype=dtype), self.affine, code=4)
@@ -68,7 +71,8 @@ def analysis_grid(resolution: float, margin_mm: float) -> OutputGrid:
     affine = template.affine.copy()
     affine[:3, 3] = template.affine[:3, :3] @ lo + template.affine[:3, 3]
     shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
-    return OutputGrid(resolution, affine, shape, template.t1[box], template.brain[box])  # type: ignore[arg-type]
+    maps = (template.t1, template.brain, template.gm, template.wm, template.csf)
+    return OutputGrid(resolution, affine, shape, *(m[box] for m in maps))  # type: ignore[arg-type]
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -108,7 +112,13 @@ def output_paths(participant_id: str, session_id: str, resolution: float) -> dic
         "xfm": folder / f"{stem}_from-T1w_to-{SPACE}_mode-image_xfm.mat",
         "warp": folder / f"{stem}_from-T1w_to-{SPACE}_mode-image_xfm.nii.gz",
         "qc_png": folder / f"{stem}_{space}_desc-qc_T1w.png",
+        "gm": folder / f"{stem}_{space}_label-GM_probseg.nii.gz",
+        "gm_modulated": folder / f"{stem}_{space}_label-GM_desc-modulated_probseg.nii.gz",
+        "logjacobian": folder / f"{stem}_{space}_desc-logjacobian_map.nii.gz",
     }
+
+
+MORPHOMETRY = ("gm", "gm_modulated", "logjacobian")
 
 
 def robust_normalise(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -177,23 +187,88 @@ def register_to_template(
     return warped.numpy(), list(reg["fwdtransforms"])
 
 
-def qc_mosaic(data: np.ndarray, grid: OutputGrid, title: str) -> bytes:
-    """PNG: three orthogonal slices of the preprocessed image with the template's brain outline."""
+def tissue_probabilities(warped: np.ndarray, grid: OutputGrid, work: Path) -> dict[str, np.ndarray]:
+    """CSF, GM and WM probabilities of a T1w image already on the template grid: ANTs Atropos with
+    the template's tissue maps as priors (nilearn ships GM and WM; CSF = brain mask − GM − WM,
+    clipped to [0, 1]), prior weight 0.25, MRF smoothing 0.1, 5 iterations, inside the brain mask."""
+    import ants
+
+    image = _to_ants(grid.image(warped), work, "segment")
+    mask = _to_ants(grid.image(grid.brain, dtype=np.float32), work, "segment_mask")
+    priors = [
+        _to_ants(grid.image(p), work, f"prior_{n}")
+        for n, p in (("csf", grid.csf), ("gm", grid.gm), ("wm", grid.wm))
+    ]
+    result = ants.atropos(a=image, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]", priorweight=0.25)
+    maps = [np.clip(p.numpy(), 0.0, 1.0) * grid.brain for p in result["probabilityimages"]]
+    return dict(zip(("csf", "gm", "wm"), maps, strict=True))
+
+
+def warp_jacobian(transforms: list[str], grid: OutputGrid, work: Path) -> tuple[np.ndarray, float]:
+    """(Jacobian determinant of the nonlinear warp on the template grid, |det| of the affine part):
+    how much subject volume one template voxel stands for, beyond and by the affine."""
+    import ants
+
+    fixed = _to_ants(grid.image(grid.t1), work, "jacobian_domain")
+    warp = [t for t in transforms if t.endswith(".nii.gz")]
+    jacobian = np.ones(grid.shape, dtype=np.float32)
+    if warp:
+        jacobian = ants.create_jacobian_determinant_image(fixed, warp[0], do_log=False).numpy()
+    matrix = [t for t in transforms if t.endswith(".mat")]
+    linear = 1.0
+    if matrix:
+        parameters = np.asarray(ants.read_transform(matrix[0]).parameters, dtype=float)
+        linear = float(abs(np.linalg.det(parameters[:9].reshape(3, 3))))
+    return jacobian.astype(np.float32), linear
+
+
+def morphometry(
+    warped: np.ndarray, transforms: list[str], grid: OutputGrid, work: Path
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """The morphometry maps on the template grid and the subject's tissue volumes (mL).
+
+    ``gm``: grey-matter probability; ``gm_modulated``: gm × J, with J the Jacobian determinant of
+    the nonlinear warp (grey-matter volume per voxel, in template voxels; the affine part, i.e.
+    head size, is left out: correct for it with ``tiv_ml``); ``logjacobian``: log J. Volumes sum
+    each tissue's probability × J × |det A| × voxel volume: the subject's own volumes.
+    """
+    tissues = tissue_probabilities(warped, grid, work)
+    jacobian, linear = warp_jacobian(transforms, grid, work)
+    if (jacobian <= 0).any():
+        raise ValueError("the nonlinear warp folds (Jacobian determinant <= 0)")
+    maps = {
+        "gm": tissues["gm"],
+        "gm_modulated": tissues["gm"] * jacobian,
+        "logjacobian": np.where(grid.brain, np.log(jacobian), 0.0),
+    }
+    voxel_ml = grid.resolution**3 / 1000.0
+    volumes = {f"{name}_ml": float((p * jacobian).sum() * linear * voxel_ml) for name, p in tissues.items()}
+    volumes["tiv_ml"] = volumes["csf_ml"] + volumes["gm_ml"] + volumes["wm_ml"]
+    return {name: m.astype(np.float32) for name, m in maps.items()}, {
+        key: round(value, 2) for key, value in volumes.items()
+    }
+
+
+def qc_mosaic(data: np.ndarray, grid: OutputGrid, title: str, gm: np.ndarray | None = None) -> bytes:
+    """PNG: three orthogonal slices of the preprocessed image with the template's brain outline (red)
+    and, when segmented, the subject's grey-matter outline (probability 0.5, cyan)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     centre = [s // 2 for s in grid.shape]
-    slices = [
-        (data[centre[0]], grid.brain[centre[0]]),
-        (data[:, centre[1]], grid.brain[:, centre[1]]),
-        (data[:, :, centre[2]], grid.brain[:, :, centre[2]]),
+    cuts = [
+        (centre[0], slice(None), slice(None)),
+        (slice(None), centre[1]),
+        (slice(None), slice(None), centre[2]),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
-    for ax, (image, mask) in zip(axes, slices, strict=True):
-        ax.imshow(image.T, origin="lower", cmap="gray", vmin=-2.5, vmax=2.5)
-        ax.contour(mask.T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
+    for ax, cut in zip(axes, cuts, strict=True):
+        ax.imshow(data[cut].T, origin="lower", cmap="gray", vmin=-2.5, vmax=2.5)
+        ax.contour(grid.brain[cut].T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
+        if gm is not None:
+            ax.contour(gm[cut].T, levels=[0.5], colors="cyan", linewidths=0.4)
         ax.set_axis_off()
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -228,9 +303,10 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             meta = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):
             meta = {}
-        outputs_there = all((out / paths[k]).is_file() for k in ("preproc", "mask", "qc_png"))
+        wanted = ("preproc", "mask", "qc_png", *(f for f in cfg.features if f in MORPHOMETRY))
+        outputs_there = all((out / paths[k]).is_file() for k in wanted)
         if meta.get("InputSHA256") == input_hash and meta.get("ParamsSHA256") == phash and outputs_there:
-            return {**meta["QC"], "cached": True}
+            return {**meta["QC"], **meta.get("TissueVolumes", {}), "cached": True}
 
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
     validated = validate_image(source, pid, row["path"], _policy(cfg))
@@ -251,13 +327,22 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             "nonfinite_voxels": validated.nonfinite_voxels,
             "warnings": " | ".join(validated.warnings) if validated.warnings else "n/a",
         }
+        maps, volumes = {}, {}
+        if any(f in MORPHOMETRY for f in cfg.features):
+            try:
+                maps, volumes = morphometry(warped, transforms, grid, work)
+            except ValueError as exc:
+                raise InputDataError(f"{pid}: {row['path']}: morphometry failed: {exc}") from None
         atomic_write_bytes(out / paths["preproc"], nifti_gz_bytes(grid.image(normalised)))
+        written = [name for name in cfg.features if name in MORPHOMETRY]
+        for name in written:
+            atomic_write_bytes(out / paths[name], nifti_gz_bytes(grid.image(maps[name])))
         atomic_write_bytes(out / paths["mask"], nifti_gz_bytes(grid.image(grid.brain, dtype=np.uint8)))
         for transform in transforms:
             key = "xfm" if transform.endswith(".mat") else "warp"
             atomic_write_bytes(out / paths[key], Path(transform).read_bytes())
         title = f"{subject_stem(pid, session)}  r={correlation:.3f}  {'PASS' if qc['qc_pass'] else 'FAIL'}"
-        atomic_write_bytes(out / paths["qc_png"], qc_mosaic(normalised, grid, title))
+        atomic_write_bytes(out / paths["qc_png"], qc_mosaic(normalised, grid, title, maps.get("gm")))
     meta = {
         "Sources": [f"bids:raw:{row['path']}"],
         "SpatialReference": SPACE,
@@ -269,10 +354,12 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
         "ParamsSHA256": phash,
         "PipelineVersion": PIPELINE_VERSION,
         "Transforms": [paths["xfm" if t.endswith(".mat") else "warp"].name for t in transforms],
+        "Features": {name: paths[name].name for name in written},
+        "TissueVolumes": volumes,
         "QC": qc,
     }
     atomic_write_text(sidecar, json.dumps(meta, indent=2) + "\n")  # last: marks the subject complete
-    return {**qc, "cached": False}
+    return {**qc, **volumes, "cached": False}
 
 
 def preprocess(
@@ -321,6 +408,8 @@ def preprocess(
     if not good:
         raise InputDataError("no image passed validation; nothing to preprocess")
 
+    if cfg.needs_warp():
+        log.info("preprocess.features %s need the nonlinear warp: registering with SyN", cfg.features)
     phash = params_hash(cfg)
     jobs = (delayed(process_subject)(r, cohort.root, out, cfg, config.seed, phash) for r in good)
     results = []
@@ -334,11 +423,14 @@ def preprocess(
         results.append(result)
     qc = pd.DataFrame(results)
     cached = int(qc.pop("cached").sum())
+    volume_columns = [c for c in qc.columns if c.endswith("_ml")]
+    volumes = qc[["participant_id", "session_id", *volume_columns]] if volume_columns else None
+    qc = qc.drop(columns=volume_columns)
     log.info(
         "preprocessed %d image(s), %d reused from cache, %d excluded", len(qc) - cached, cached, len(failures)
     )
 
-    _write_dataset_files(out, cohort, config, qc, excluded)
+    _write_dataset_files(out, cohort, config, qc, excluded, volumes)
     return qc
 
 
@@ -355,7 +447,12 @@ def kept_columns(cohort: CohortTable, config: Config) -> list[str]:
 
 
 def _write_dataset_files(
-    out: Path, cohort: CohortTable, config: Config, qc: pd.DataFrame, excluded: pd.DataFrame
+    out: Path,
+    cohort: CohortTable,
+    config: Config,
+    qc: pd.DataFrame,
+    excluded: pd.DataFrame,
+    volumes: pd.DataFrame | None,
 ) -> None:
     cfg = config.preprocess
     atomic_write_text(
@@ -400,7 +497,14 @@ def _write_dataset_files(
             for p, s in zip(table["participant_id"], table["session_id"], strict=True)
         ],
     )
+    keys = list(zip(table["participant_id"], table["session_id"], strict=True))
+    for position, name in enumerate(f for f in cfg.features if f in MORPHOMETRY):
+        table.insert(
+            4 + position, name, [output_paths(p, s, cfg.resolution)[name].as_posix() for p, s in keys]
+        )
     atomic_write_text(out / "cohort.tsv", tsv_text(table))
+    if volumes is not None:
+        atomic_write_text(out / "tissue_volumes.tsv", tsv_text(volumes))
     atomic_write_text(out / "qc.tsv", tsv_text(qc))
     if len(excluded):
         atomic_write_text(out / "excluded.tsv", tsv_text(excluded))

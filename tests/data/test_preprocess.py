@@ -182,3 +182,113 @@ def test_syn_registration_writes_the_warp_field(prepared, tmp_path):
     assert (folder / "sub-0001_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.nii.gz").is_file()
     assert (folder / "sub-0001_from-T1w_to-MNI152NLin2009aSym_mode-image_xfm.mat").is_file()
     assert pd.read_csv(out / "qc.tsv", sep="\t")["template_correlation"].iloc[0] > 0.6
+
+
+TERRITORY = [
+    "Hippocampus_L",
+    "Hippocampus_R",
+    "ParaHippocampal_L",
+    "ParaHippocampal_R",
+    "Amygdala_L",
+    "Amygdala_R",
+]
+
+
+@pytest.fixture(scope="module")
+def morphometry_run(tmp_path_factory):
+    """Two controls and two patients whose medial temporal grey matter shrank by shape alone (the
+    partial-volume share set to 0), same age, no individual deformation; preprocessed at 3 mm with
+    every morphometry feature (SyN switched on by the features)."""
+    import neurosepclr.data.simulate as sim
+    from neurosepclr.config import load_config
+
+    root = tmp_path_factory.mktemp("morphometry")
+    cfg = load_config(
+        None,
+        [
+            "seed=3",
+            "simulate.n_controls=2",
+            "simulate.n_patients_per_subtype=[2, 0, 0]",
+            "simulate.geometry=mni",
+            "simulate.resolution=3",
+            "simulate.severity=[0.6, 0.7]",
+            "simulate.noise=0.3",
+            "simulate.n_sites=1",
+            "simulate.deformation_mm=0",
+            "simulate.bias_field=0",
+            "simulate.age_range=[60, 60]",
+        ],
+    )
+    share, sim.VOLUME_PARTIAL_SHARE = sim.VOLUME_PARTIAL_SHARE, 0.0
+    try:
+        bids = sim.simulate(cfg, root / "bids", progress=False)  # in this process: the patch holds
+    finally:
+        sim.VOLUME_PARTIAL_SHARE = share
+    out = root / "deriv"
+    argv = ["--quiet", "preprocess", str(bids), str(out), "--resolution", "3", "--n-jobs", "2"]
+    assert main([*argv, "--features", "t1", "gm", "gm_modulated", "logjacobian"]) == 0
+    return bids, out
+
+
+@pytest.mark.slow
+def test_morphometry_features_are_template_space_maps_in_range(morphometry_run):
+    _bids, out = morphometry_run
+    grid = analysis_grid(3.0, 4.0)
+    cohort = pd.read_csv(out / "cohort.tsv", sep="\t")
+    assert {"preproc", "gm", "gm_modulated", "logjacobian"} <= set(cohort.columns)
+    for row in cohort.itertuples():
+        maps = {name: nib.load(out / getattr(row, name)) for name in ("gm", "gm_modulated", "logjacobian")}
+        for img in maps.values():
+            np.testing.assert_allclose(img.affine, grid.affine, atol=1e-5)
+            assert img.shape == grid.shape and int(img.header["sform_code"]) == 4
+        gm, modulated, logjac = (np.asarray(img.dataobj) for img in maps.values())
+        assert gm.min() >= 0 and gm.max() <= 1 and gm[grid.brain].mean() > 0.2
+        assert modulated.min() >= 0 and np.isfinite(logjac).all() and np.abs(logjac).max() < 3
+        sidecar = json.loads(
+            next((out / row.participant_id / "anat").glob("*_desc-preproc_T1w.json")).read_text()
+        )
+        assert sidecar["Registration"] == "syn" and set(sidecar["Features"]) == {
+            "gm",
+            "gm_modulated",
+            "logjacobian",
+        }
+    volumes = pd.read_csv(out / "tissue_volumes.tsv", sep="\t")
+    assert len(volumes) == 4 and (volumes["tiv_ml"] > 1000).all() and (volumes["tiv_ml"] < 2500).all()
+    np.testing.assert_allclose(
+        volumes["tiv_ml"], volumes[["csf_ml", "gm_ml", "wm_ml"]].sum(axis=1), atol=0.05
+    )
+
+
+@pytest.mark.slow
+def test_modulated_grey_matter_measures_the_shrinkage_that_registration_hides(morphometry_run):
+    from neurosepclr.atlases import load_atlas
+
+    bids, out = morphometry_run
+    cohort = pd.read_csv(out / "cohort.tsv", sep="\t")
+    grid = analysis_grid(3.0, 4.0)
+    territory = load_atlas("aal").resampled_to(grid.affine, grid.shape).region_mask(TERRITORY)
+
+    def territory_sum(feature, group):
+        rows = cohort[cohort["diagnosis"] == group]
+        return np.mean([np.asarray(nib.load(out / p).dataobj)[territory].sum() for p in rows[feature]])
+
+    modulated = territory_sum("gm_modulated", "PT") / territory_sum("gm_modulated", "CN") - 1
+    unmodulated = territory_sum("gm", "PT") / territory_sum("gm", "CN") - 1
+    truth = pd.read_csv(bids / "derivatives" / "truth" / "truth.tsv", sep="\t")
+    recorded = truth.loc[truth["group"] == "PT", "gm_volume_change_medial_temporal"].mean()
+    # SyN gives the shrunken territory back its template shape: the probability map barely sees the
+    # loss, the Jacobian-modulated map measures most of it
+    assert modulated < -0.06 and modulated < 2 * unmodulated - 0.02, (modulated, unmodulated)
+    assert abs(modulated - recorded) < 0.06 and unmodulated > -0.06, (modulated, recorded, unmodulated)
+
+
+def test_warp_features_need_a_warp(capsys):
+    from neurosepclr.config import load_config
+    from neurosepclr.errors import ConfigError
+
+    assert load_config(None, ["preprocess.features=[gm_modulated]"]).preprocess.registration == "syn"
+    assert load_config(None, ["preprocess.features=[gm]"]).preprocess.registration == "affine"
+    with pytest.raises(ConfigError, match="need a nonlinear warp"):
+        load_config(None, ["preprocess.features=[logjacobian]", "preprocess.registration=none"])
+    with pytest.raises(ConfigError, match="each feature once"):
+        load_config(None, ["preprocess.features=[gm, gm]"])
