@@ -2,10 +2,10 @@
 
 For each trained run (its ``embeddings.tsv`` and ``split.tsv``) and the simulated truth, the
 training patients' salient coordinates are scored over a range of K with
-:func:`neurosepclr.analysis.subtyping.stability_table`, exactly as ``subtype`` does (whitened by the
+:func:`neurosepclr.clustering.stability_table`, exactly as ``subtype`` does (whitened by the
 training controls, directions), under two rules:
 
-- ``raw``: (split-half stability + silhouette) / 2 (``--null-draws 0``; the rule before session 7);
+- ``raw``: (split-half stability + silhouette) / 2 (``--null-draws 0``; the earlier rule);
 - ``null``: both measures minus their values on structureless Gaussian cohorts with the patients'
   mean and covariance (``--null-draws 5``, the default).
 
@@ -22,50 +22,45 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from sklearn.metrics import adjusted_rand_score
+import scoring
 
-from neurosepclr.analysis.evaluate import load_truth
-from neurosepclr.analysis.subtyping import SalientSubtyper, stability_table
+from neurosepclr.clustering import stability_table
+from neurosepclr.data.truth import load_truth
 
 
 def run_rows(run_dir: Path, truth_dir: Path, k_values: list[int], seed: int) -> list[dict]:
-    frame = pd.read_csv(run_dir / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
-    truth = load_truth(truth_dir).table
-    frame = frame.merge(truth[["participant_id", "subtype"]], on="participant_id", how="left")
-    salient = frame.filter(regex=r"^salient_\d+$").to_numpy()
-    train, patients = (frame["split"] == "train").to_numpy(), (frame["group"] == "target").to_numpy()
-    fit, held, controls = train & patients, ~train & patients, train & ~patients
-    true_k = frame.loc[patients, "subtype"].nunique()
-    settings = {"standardise": "controls", "reference": salient[controls], "directions": True}
+    frame = scoring.read_embeddings(run_dir / "embeddings.tsv")
+    subtype = scoring.subtype_labels(frame, load_truth(truth_dir).table)
+    salient = scoring.coordinates(frame)
+    patients, train = scoring.roles(frame)
+    controls = train & ~patients
     tables, seconds = {}, {}
     for rule, draws in (("raw", 0), ("null", 5)):
         start = time.perf_counter()
         tables[rule] = stability_table(
-            salient[fit], k_values, random_state=seed, null_draws=draws, **settings
+            salient[patients & train],
+            k_values,
+            random_state=seed,
+            null_draws=draws,
+            standardise="controls",
+            reference=salient[controls],
+            directions=True,
         )
         seconds[rule] = time.perf_counter() - start
     rows = []
     for k in tables["raw"]["k"]:
-        model = SalientSubtyper(
-            k, random_state=seed, **{k_: v for k_, v in settings.items() if k_ != "reference"}
-        )
-        model.fit(salient[fit], reference=salient[controls])
-        row = {"run": str(run_dir), "true_k": true_k, "k": k}
+        ari = scoring.held_out_subtype_ari(salient, subtype, patients, train, int(k), seed=seed)
+        row = {"run": str(run_dir), "true_k": scoring.true_k(subtype, patients), "k": k}
         for rule, table in tables.items():
             line = table.loc[table["k"] == k].iloc[0]
             row[f"{rule}_score"] = round(float(line["score"]), 3)
             row[f"{rule}_chosen"] = bool(line["chosen"])
             row[f"{rule}_seconds"] = round(seconds[rule], 1)
-        row["stability"] = round(
-            float(tables["null"].loc[tables["null"]["k"] == k, "stability_ari_mean"].item()), 3
-        )
-        row["null_stability"] = round(
-            float(tables["null"].loc[tables["null"]["k"] == k, "null_stability"].item()), 3
-        )
-        row["ari_train"] = round(adjusted_rand_score(frame.loc[fit, "subtype"], model.labels_), 3)
-        row["ari_heldout"] = round(
-            adjusted_rand_score(frame.loc[held, "subtype"], model.predict(salient[held])), 3
-        )
+        null = tables["null"].loc[tables["null"]["k"] == k].iloc[0]
+        row["stability"] = round(float(null["stability_ari_mean"]), 3)
+        row["null_stability"] = round(float(null["null_stability"]), 3)
+        row["ari_train"] = round(ari["train"], 3)
+        row["ari_heldout"] = round(ari["held_out"], 3)
         rows.append(row)
     return rows
 

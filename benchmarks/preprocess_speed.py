@@ -35,26 +35,31 @@ def run_one(method: str, image: Path, resolution: float) -> dict:
 
     from neurosepclr.config import PreprocessConfig
     from neurosepclr.data.preprocess import (
-        _to_ants,
         analysis_grid,
         register_to_template,
         robust_normalise,
         template_correlation,
     )
-    from neurosepclr.data.template import load_template
+    from neurosepclr.data.template import load_template, make_nifti
     from neurosepclr.data.validate import validate_image
+
+    work = Path(tempfile.mkdtemp())
+
+    def ants_image(img: nib.Nifti1Image, name: str):
+        """``img`` as ANTs reads it from a NIfTI file (ITK applies its own RAS→LPS conventions)."""
+        nib.save(make_nifti(np.asarray(img.dataobj, dtype=np.float32), img.affine), work / f"{name}.nii.gz")
+        return ants.image_read(str(work / f"{name}.nii.gz"))
 
     grid = analysis_grid(resolution, 4.0)
     full = load_template(1.0)
-    work = Path(tempfile.mkdtemp())
-    fixed_grid = _to_ants(grid.image(grid.t1), work, "grid")
-    fixed_1mm = _to_ants(full.image(full.t1), work, "tpl1mm")
+    fixed_grid = ants_image(grid.image(grid.t1), "grid")
+    fixed_1mm = ants_image(full.image(full.t1), "tpl1mm")
     start = time.perf_counter()
     canonical = nib.as_closest_canonical(validate_image(image, image.name).to_nifti())
     if method == "neurosepclr":
         warped, _ = register_to_template(canonical, PreprocessConfig(resolution=resolution), grid, 0, work)
     else:
-        moving = ants.n4_bias_field_correction(_to_ants(canonical, work, "moving"))
+        moving = ants.n4_bias_field_correction(ants_image(canonical, "moving"))
         reg = ants.registration(fixed_1mm, moving, type_of_transform="Affine", random_seed=0)
         warped = ants.apply_transforms(
             fixed_grid, moving, reg["fwdtransforms"], interpolator="linear"

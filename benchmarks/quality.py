@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scoring
 import yaml
 
 from neurosepclr.analysis.baselines import (
@@ -30,9 +31,9 @@ from neurosepclr.analysis.baselines import (
     subtypes_frame,
     zscore_against_controls,
 )
-from neurosepclr.analysis.evaluate import evaluate, load_truth
-from neurosepclr.analysis.subtyping import SalientSubtyper
+from neurosepclr.analysis.evaluate import evaluate
 from neurosepclr.atlases import load_atlas
+from neurosepclr.data.truth import load_truth
 from neurosepclr.training.data import load_derivatives
 
 
@@ -49,8 +50,7 @@ def _score(folder: Path, truth: Path, embeddings: pd.DataFrame, subtypes: pd.Dat
 def subtyper_subtypes(rep: np.ndarray, is_target: np.ndarray, train: np.ndarray, k: int):
     """``SalientSubtyper`` defaults (controls whitening, directions) fitted on the training patients
     with the training controls as reference; labels for every patient (``None`` for controls)."""
-    model = SalientSubtyper(k, standardise="controls", directions=True, random_state=0)
-    model.fit(rep[is_target & train], reference=rep[~is_target & train])
+    model = scoring.fit_subtyper(rep, is_target, train, k, standardise="controls", directions=True, seed=0)
     labels = np.full(len(rep), None, dtype=object)
     labels[is_target] = model.predict(rep[is_target]).astype(str)
     return labels, np.nan
@@ -138,10 +138,10 @@ def main() -> None:
     record("cpca_auto", "cpca", best[2], note=f"alpha {best[1]:g} chosen by training silhouette")
 
     for run in args.runs:
-        emb = pd.read_csv(run / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
+        emb = scoring.read_embeddings(run / "embeddings.tsv")
         emb = table[["participant_id"]].merge(emb, on="participant_id")
         for space in ("salient", "common"):
-            rep = emb[[c for c in emb.columns if c.startswith(f"{space}_")]].to_numpy()
+            rep = scoring.coordinates(emb, space)
             record(f"{run.name}:{space}", space, rep, note=f"run ({run.name})")
             if space == "salient":
                 record(

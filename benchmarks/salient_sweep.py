@@ -7,7 +7,7 @@ for training* (the run's validation split):
 - salient and common patient-vs-control balanced accuracy (logistic probe fitted on the training split),
 - subtype ARI: :class:`SalientSubtyper` (k-means, K = true number of subtypes) fitted on training
   patients' salient coordinates, held-out patients assigned by ``predict``; columns
-  ``subtype_ari_*`` standardise over the training patients (as every result before session 5),
+  ``subtype_ari_*`` standardise over the training patients (the subtyping of the earliest sweeps),
   ``ctrl_subtype_ari_*`` whiten against the training controls (``subtype.standardise: controls``),
   ``dir_subtype_ari_*`` also cluster unit-length deviations (``subtype.directions``, the default).
 
@@ -32,16 +32,17 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import scoring
 import torch
 import yaml
-from sklearn.metrics import adjusted_rand_score
 
-from neurosepclr.analysis.evaluate import load_truth
-from neurosepclr.analysis.subtyping import SalientSubtyper
+from neurosepclr.compute import representations
 from neurosepclr.config import load_config
+from neurosepclr.data.truth import load_truth
+from neurosepclr.probes import balanced_accuracy_probe
+from neurosepclr.runfolder import write_embeddings
 from neurosepclr.training.inference import load_run
-from neurosepclr.training.loop import train, write_embeddings
-from neurosepclr.training.probes import _classify, representations
+from neurosepclr.training.loop import train
 
 
 def best_checkpoint_embeddings(run_dir: Path) -> tuple[pd.DataFrame, int]:
@@ -51,35 +52,35 @@ def best_checkpoint_embeddings(run_dir: Path) -> tuple[pd.DataFrame, int]:
     split = data.table[["participant_id"]].merge(run.split[["participant_id", "split"]], how="left")["split"]
     common, salient = representations(run.model, data.volumes, torch.device("cpu"))
     write_embeddings(run_dir / "embeddings-best.tsv", data.table, split.to_numpy(), common, salient)
-    return pd.read_csv(run_dir / "embeddings-best.tsv", sep="\t", dtype={"participant_id": str}), run.step
+    return scoring.read_embeddings(run_dir / "embeddings-best.tsv"), run.step
 
 
 def held_out_scores(frame: pd.DataFrame, truth: pd.DataFrame, seed: int) -> dict[str, float]:
-    frame = frame.merge(truth[["participant_id", "subtype"]], on="participant_id", how="left")
-    train_rows, val_rows = frame["split"] == "train", frame["split"] == "val"
+    """Diagnosis probes of both spaces and the three subtypings' ARI (train and held-out patients)."""
+    patients, train_rows = scoring.roles(frame)
+    group = frame["group"].to_numpy()
     out = {}
-    for space in ("common", "salient"):
-        x = frame.filter(regex=f"^{space}_\\d+$").to_numpy()
-        y = frame["group"].to_numpy()
-        out[f"{space}_dx_bacc"] = _classify(x[train_rows], y[train_rows], x[val_rows], y[val_rows])
-    salient = frame.filter(regex=r"^salient_\d+$").to_numpy()
-    patients = frame["group"] == "target"
-    k = frame.loc[patients, "subtype"].nunique()
-    held = patients & val_rows
-    for prefix, standardise, directions in (
-        ("", "patients", False),
-        ("ctrl_", "controls", False),
-        ("dir_", "controls", True),
-    ):
-        model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=seed)
-        model.fit(salient[patients & train_rows], reference=salient[~patients & train_rows])
-        out[f"{prefix}subtype_ari_heldout"] = adjusted_rand_score(
-            frame.loc[held, "subtype"], model.predict(salient[held])
+    for name in ("common", "salient"):
+        x = scoring.coordinates(frame, name)
+        out[f"{name}_dx_bacc"] = balanced_accuracy_probe(
+            x[train_rows], group[train_rows], x[~train_rows], group[~train_rows]
         )
-        out[f"{prefix}subtype_ari_train"] = adjusted_rand_score(
-            frame.loc[patients & train_rows, "subtype"], model.labels_
+    subtype = scoring.subtype_labels(frame, truth)
+    k = scoring.true_k(subtype, patients)
+    for prefix, standardise, directions in scoring.STANDARDISATIONS:
+        ari = scoring.held_out_subtype_ari(
+            scoring.coordinates(frame),
+            subtype,
+            patients,
+            train_rows,
+            k,
+            standardise=standardise,
+            directions=directions,
+            seed=seed,
         )
-    out["n_heldout_patients"] = int(held.sum())
+        out[f"{prefix}subtype_ari_heldout"] = ari["held_out"]
+        out[f"{prefix}subtype_ari_train"] = ari["train"]
+    out["n_heldout_patients"] = int((patients & ~train_rows).sum())
     return out
 
 
@@ -116,11 +117,7 @@ def main() -> None:
                 "variant": name,
                 "seed": seed,
                 "overrides": " ".join(overrides or []),
-                **held_out_scores(
-                    pd.read_csv(run_dir / "embeddings.tsv", sep="\t", dtype={"participant_id": str}),
-                    truth,
-                    seed,
-                ),
+                **held_out_scores(scoring.read_embeddings(run_dir / "embeddings.tsv"), truth, seed),
                 "train_seconds": float("nan") if args.rescore else round(time.perf_counter() - started, 1),
                 "steps": config.train.steps,
                 "select": config.train.select,

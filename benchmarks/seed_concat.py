@@ -9,45 +9,39 @@ over the training patients, whitened against the training controls (``subtype.st
 also clustering unit-length deviations (``subtype.directions``).
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from sklearn.metrics import adjusted_rand_score
+import scoring
 
-from neurosepclr.analysis.evaluate import load_truth
-from neurosepclr.analysis.subtyping import SalientSubtyper
+from neurosepclr.data.truth import load_truth
 
 
 def main() -> None:
-    sweep, truth_dir = Path(sys.argv[1]), sys.argv[2]
-    truth = load_truth(truth_dir).table[["participant_id", "subtype"]]
-    runs = sorted(sweep.glob("*_seed*"))
-    frames = [pd.read_csv(run / "embeddings.tsv", sep="\t", dtype={"participant_id": str}) for run in runs]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep", type=Path, help="salient_sweep.py OUT folder (run folders NAME_seedN)")
+    parser.add_argument("truth", type=Path)
+    args = parser.parse_args()
+    runs = sorted(args.sweep.glob("*_seed*"))
+    frames = [scoring.read_embeddings(run / "embeddings.tsv") for run in runs]
     split = frames[0]["split"].to_numpy()
     if not all((frame["split"].to_numpy() == split).all() for frame in frames):
         raise SystemExit(
             "the runs have different train/validation splits: train them with one train.split_seed"
         )
-    table = frames[0].merge(truth, on="participant_id", how="left")
-    patients = table["group"].to_numpy() == "target"
-    train, held = patients & (split == "train"), patients & (split == "val")
-    controls = ~patients & (split == "train")
-    k = table.loc[patients, "subtype"].nunique()
-    spaces = {
-        run.name: frame.filter(regex=r"^salient_\d+$").to_numpy()
-        for run, frame in zip(runs, frames, strict=True)
-    }
+    subtype = scoring.subtype_labels(frames[0], load_truth(args.truth).table)
+    patients, train = scoring.roles(frames[0])
+    k = scoring.true_k(subtype, patients)
+    spaces = {run.name: scoring.coordinates(frame) for run, frame in zip(runs, frames, strict=True)}
     spaces["concatenated"] = np.hstack(list(spaces.values()))
     for name, x in spaces.items():
-        for standardise, directions in (("patients", False), ("controls", False), ("controls", True)):
-            model = SalientSubtyper(k, standardise=standardise, directions=directions, random_state=0)
-            model.fit(x[train], reference=x[controls])
-            standardise += " + directions" if directions else ""
-            held_ari = adjusted_rand_score(table["subtype"][held], model.predict(x[held]))
-            all_ari = adjusted_rand_score(table["subtype"][patients], model.predict(x[patients]))
-            print(f"{name} ({standardise}): held-out ARI {held_ari:.3f}, all patients {all_ari:.3f}")
+        for _, standardise, directions in scoring.STANDARDISATIONS:
+            ari = scoring.held_out_subtype_ari(
+                x, subtype, patients, train, k, standardise=standardise, directions=directions
+            )
+            label = standardise + (" + directions" if directions else "")
+            print(f"{name} ({label}): held-out ARI {ari['held_out']:.3f}, all patients {ari['all']:.3f}")
 
 
 if __name__ == "__main__":

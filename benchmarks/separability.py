@@ -33,7 +33,9 @@ import argparse
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import scoring
 import torch
+from nibabel.processing import resample_from_to
 from sklearn.cluster import KMeans
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
@@ -41,14 +43,20 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import cross_val_predict
 
 from neurosepclr.analysis.baselines import ContrastivePCA
-from neurosepclr.analysis.evaluate import _resample_like, load_truth
 from neurosepclr.data.template import load_template
+from neurosepclr.data.truth import load_truth
 from neurosepclr.training.data import (
     control_reference,
     load_derivatives,
     normalise_to_reference,
     stratified_split,
 )
+
+
+def resampled(img: nib.Nifti1Image, reference: nib.Nifti1Image, order: int) -> np.ndarray:
+    """``img``'s data on ``reference``'s grid (world coordinates; zero outside ``img``)."""
+    image = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float64), img.affine)
+    return np.asarray(resample_from_to(image, reference, order=order, mode="constant", cval=0.0).dataobj)
 
 
 def territory_means(volumes: torch.Tensor, masks: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
@@ -86,10 +94,9 @@ def main() -> None:
 
     full = load_derivatives(args.derivatives, 1)
     patients = full.is_target.numpy()
-    subtype = full.table[["participant_id"]].merge(truth.table, on="participant_id", how="left")["subtype"]
-    subtype = subtype.to_numpy()
+    subtype = scoring.subtype_labels(full.table, truth.table)
     reference = nib.Nifti1Image(full.volumes[0, 0].numpy(), full.affine)
-    inside = [_resample_like(mask, reference, order=0) > 0.5 for mask in truth.masks.values()]
+    inside = [resampled(mask, reference, order=0) > 0.5 for mask in truth.masks.values()]
     volumes = full.volumes[:, 0]
     x = territory_means(volumes, inside, np.ones(reference.shape, dtype=np.float32))
     z = (x - x[~patients].mean(axis=0)) / x[~patients].std(axis=0)
@@ -111,7 +118,7 @@ def main() -> None:
     print(f"oracle ARI, directions (unit-length territory z vectors): k-means {oracle_dir:.3f}")
 
     template = load_template(float(abs(full.affine[0, 0])))
-    grey = _resample_like(nib.Nifti1Image(template.gm, template.affine), reference, order=1)
+    grey = resampled(nib.Nifti1Image(template.gm, template.affine), reference, order=1)
     brain = torch.from_numpy(grey > 0.1)
     w = covariate_residual_z(
         territory_means(volumes, inside, grey), full.table, volumes[:, brain].mean(dim=1).numpy(), ~patients

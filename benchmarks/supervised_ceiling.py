@@ -2,7 +2,7 @@
 
 The salient encoder is asked to find, without labels, what separates patients from controls and
 patients from one another. This script trains the same encoder (``model.*`` of the config: network,
-widths, pooling, downsampling) on the same inputs (``train.pool``, ``train.input_norm`` against the
+widths, pooling) on the same inputs (``train.pool``, ``train.input_norm`` against the
 training controls), the same random views (``train.augment``), batch size, learning rate and
 precision, with the labels instead, followed by one linear layer and a class-balanced
 cross-entropy:
@@ -32,13 +32,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scoring
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 
-from neurosepclr.analysis.evaluate import load_truth
+from neurosepclr.compute import autocast_factory, resolve_precision
 from neurosepclr.config import load_config
+from neurosepclr.data.truth import load_truth
 from neurosepclr.models.encoders import build_encoder
 from neurosepclr.training.data import (
     control_reference,
@@ -46,7 +48,7 @@ from neurosepclr.training.data import (
     normalise_to_reference,
     stratified_split,
 )
-from neurosepclr.training.loop import autocast_factory, resolve_precision, step_generator
+from neurosepclr.training.loop import step_generator
 from neurosepclr.training.views import apply_view, draw_view_params
 
 
@@ -54,9 +56,7 @@ def supervised_run(x, labels, train_rows, held_rows, cfg, steps, eval_every, see
     """Train encoder + linear layer on ``train_rows``; held-out scores at every evaluation."""
     torch.manual_seed(seed)
     n_classes = int(labels.max()) + 1
-    encoder = build_encoder(
-        cfg.model.encoder, cfg.model.salient_dim, cfg.model.widths, cfg.model.pool_cells, cfg.model.downsample
-    )
+    encoder = build_encoder(cfg.model.encoder, cfg.model.salient_dim, cfg.model.widths, cfg.model.pool_cells)
     net = nn.Sequential(encoder, nn.ReLU(), nn.Linear(cfg.model.salient_dim, n_classes))
     if cfg.train.channels_last:
         net = net.to(memory_format=torch.channels_last_3d)
@@ -118,7 +118,7 @@ def main() -> None:
 
     data = load_derivatives(args.derivatives, cfg.train.pool)
     truth = load_truth(args.truth)
-    subtype = data.table[["participant_id"]].merge(truth.table, on="participant_id", how="left")["subtype"]
+    subtype = scoring.subtype_labels(data.table, truth.table)
     split = stratified_split(
         data.table["group"], cfg.train.val_fraction, args.split_seed, data.table["participant_id"]
     )

@@ -4,11 +4,13 @@ ARI on validation patients, and the label-free cluster-structure score (with its
 Usage: ``python benchmarks/sweep_trajectories.py SWEEP_OUT`` (each run folder's ``metrics.jsonl``).
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
-for metrics in sorted(Path(sys.argv[1]).glob("*/metrics.jsonl")):
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("sweep", type=Path, help="salient_sweep.py OUT folder")
+for metrics in sorted(parser.parse_args().sweep.glob("*/metrics.jsonl")):
     rows = []
     for line in metrics.read_text().splitlines():
         record = json.loads(line)

@@ -27,16 +27,20 @@ def tiny_native_cohort(tmp_path_factory):
     return simulate(tiny_config(), tmp_path_factory.mktemp("native") / "bids", progress=False)
 
 
+# template grid, one site, no noise, bias or individual deformation: the salient signal alone
+CLEAN_MNI = (
+    "simulate.geometry=mni",
+    "simulate.noise=0",
+    "simulate.deformation_mm=0",
+    "simulate.n_sites=1",
+    "simulate.bias_field=0",
+)
+
+
 @pytest.fixture(scope="session")
 def tiny_mni_cohort(tmp_path_factory):
     """Same design on the template grid, one site, no noise or deformation: salient signal visible."""
-    cfg = tiny_config(
-        "simulate.geometry=mni",
-        "simulate.noise=0",
-        "simulate.deformation_mm=0",
-        "simulate.n_sites=1",
-        "simulate.bias_field=0",
-    )
+    cfg = tiny_config(*CLEAN_MNI)
     return simulate(cfg, tmp_path_factory.mktemp("mni") / "bids", progress=False)
 
 

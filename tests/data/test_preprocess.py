@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from neurosepclr.cli import main
+from neurosepclr.config import DEFAULT_SUBTYPES
 from neurosepclr.data.preprocess import analysis_grid
 
 SUBJECTS = ["sub-0001", "sub-0002", "sub-0003", "sub-0004"]
@@ -184,14 +185,7 @@ def test_syn_registration_writes_the_warp_field(prepared, tmp_path):
     assert pd.read_csv(out / "qc.tsv", sep="\t")["template_correlation"].iloc[0] > 0.6
 
 
-TERRITORY = [
-    "Hippocampus_L",
-    "Hippocampus_R",
-    "ParaHippocampal_L",
-    "ParaHippocampal_R",
-    "Amygdala_L",
-    "Amygdala_R",
-]
+TERRITORY = next(spec.regions for spec in DEFAULT_SUBTYPES if spec.name == "medial_temporal")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from neurosepclr.cli import main
 from neurosepclr.data.simulate import native_grid, simulate
 from neurosepclr.data.template import load_template, res_label
 from neurosepclr.errors import ConfigError
-from tests.conftest import tiny_config
+from tests.conftest import CLEAN_MNI, tiny_config
 
 
 def read_tsv(path):
@@ -88,14 +88,7 @@ def test_salient_signal_is_inside_the_subtype_masks_and_absent_in_controls(tmp_p
     """The partial-volume (intensity) atrophy darkens each patient's own territory; the volume model
     is checked on the anatomy itself below (a change of shape moves white matter in, so a mean
     intensity is not its measure)."""
-    cfg = tiny_config(
-        "simulate.geometry=mni",
-        "simulate.noise=0",
-        "simulate.deformation_mm=0",
-        "simulate.n_sites=1",
-        "simulate.bias_field=0",
-        "simulate.atrophy=intensity",
-    )
+    cfg = tiny_config(*CLEAN_MNI, "simulate.atrophy=intensity")
     root = simulate(cfg, tmp_path / "bids", progress=False)
     truth = read_tsv(root / "derivatives" / "truth" / "truth.tsv")
     subtypes = read_tsv(root / "derivatives" / "truth" / "subtypes.tsv")
