@@ -42,6 +42,7 @@ def _opt(default: Any, help: str, **metadata: Any) -> Any:
     return field(default=default, metadata={"help": help, **metadata})
 
 
+Feature = Literal["t1", "gm", "gm_modulated", "logjacobian"]
 CommonObjective = Literal["infomax", "nt_xent", "y_aware", "conditional", "decoupled"]
 
 
@@ -261,8 +262,16 @@ class DataConfig:
         flag="--target",
         commands=("preprocess",),
     )
+    features: list[Feature] = _opt(
+        ["t1"],
+        "inputs of the encoders, one channel each, from those preprocess wrote (preprocess.features): "
+        "t1, gm, gm_modulated, logjacobian",
+        min_len=1,
+    )
 
     def validate(self, prefix: str) -> None:
+        if len(set(self.features)) != len(self.features):
+            raise ConfigError(f"{prefix}.features: each feature once, got {self.features}")
         overlap = sorted(set(self.background) & set(self.target))
         if overlap:
             raise ConfigError(f"{prefix}.target: values both background and target: {', '.join(overlap)}")
@@ -285,7 +294,7 @@ class PreprocessConfig:
         flag="--registration",
         commands=("preprocess",),
     )
-    features: list[Literal["t1", "gm", "gm_modulated", "logjacobian"]] = _opt(
+    features: list[Feature] = _opt(
         ["t1"],
         "what is written for the models, any of: t1 (intensity-normalised T1w), gm (grey-matter "
         "probability, Atropos with the template's tissue priors), gm_modulated (gm × Jacobian "

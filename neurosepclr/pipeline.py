@@ -25,7 +25,7 @@ from neurosepclr.config import Config, config_to_dict
 from neurosepclr.data.cohort import GroupMapping, build_cohort
 from neurosepclr.data.preprocess import preprocess
 from neurosepclr.data.simulate import simulate
-from neurosepclr.errors import MissingInputError
+from neurosepclr.errors import ConfigError, MissingInputError
 from neurosepclr.io import atomic_write_text, sha256_json
 from neurosepclr.runfolder import config_digest
 from neurosepclr.training.checkpoint import load_checkpoint
@@ -82,6 +82,12 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
         raise MissingInputError(f"pipeline.truth: {truth} has no truth.tsv")
 
     # 2. preprocess (its own content + parameter cache decides per subject)
+    missing = [f for f in config.data.features if f not in config.preprocess.features]
+    if missing:
+        raise ConfigError(
+            f"data.features: {', '.join(missing)} not written by preprocess.features "
+            f"{config.preprocess.features}; add them there"
+        )
     derivatives = work / "derivatives"
     mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
     cohort = build_cohort(bids, mapping, None)
@@ -100,7 +106,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     train_config = config
     if truth is not None and not config.train.truth:
         train_config = replace(config, train=replace(config.train, truth=str(truth)))
-    manifest = derivatives_manifest(derivatives)
+    manifest = derivatives_manifest(derivatives, tuple(config.data.features))
     wanted = {"config_sha256": config_digest(train_config), "inputs_sha256": inputs_digest(manifest)}
     done_step = _finished_step(run_dir, wanted)
     if done_step is not None and done_step >= config.train.steps:

@@ -215,7 +215,8 @@ def write_report(content: ReportContent) -> Path:
         f"<code>{run.checkpoint.name}</code> (step {run.step}), training grid "
         f"{'×'.join(str(s) for s in c.grid_shape)} voxels. Subtypes fitted on the "
         f"{int(((subtypes['group'] == 'target') & subtypes['in_training']).sum())} training patients "
-        f"({c.settings.method}); saliency: {html.escape(c.settings.saliency)}.</p>",
+        f"({c.settings.method}); saliency: {html.escape(c.settings.saliency)}. The encoders saw "
+        f"{html.escape(', '.join(run.config.data.features))} (data.features).</p>",
         "<h2>Number of subtypes</h2>",
         _img(pngs["k_selection"], "K selection"),
         k_selection_text(stability),

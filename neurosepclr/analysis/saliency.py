@@ -59,7 +59,8 @@ def attribute(
     occlusion_size: int = 4,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Attributions (N, D, H, W) of :class:`DistanceFromBackground` to each input voxel."""
+    """Attributions (N, C, D, H, W) of :class:`DistanceFromBackground` to each input voxel of each
+    channel (one channel per input feature)."""
     from captum.attr import IntegratedGradients, NoiseTunnel, Occlusion, Saliency
 
     if method not in METHODS:
@@ -92,7 +93,7 @@ def attribute(
                 result = Occlusion(target).attribute(
                     x, sliding_window_shapes=size, strides=stride, baselines=base
                 )
-        out.append(result.detach().float().cpu()[:, 0])
+        out.append(result.detach().float().cpu())
     return torch.cat(out).numpy()
 
 

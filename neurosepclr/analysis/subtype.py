@@ -211,9 +211,10 @@ def saliency_maps(
     subtypes: pd.DataFrame,
     settings: SubtypeConfig,
     device: torch.device,
-) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]]]:
+) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], dict[str, dict]]:
     """Step 4: attribution of each subject's (whitened) distance from the controls' centre, averaged
-    per subtype; returns the per-subject attributions and the per-subtype maps."""
+    per subtype. Returns the per-subject attributions summed over the input channels, the per-subtype
+    maps of that sum and, with several input features, the per-subtype maps of each feature."""
     data = embedded.data
     background_point = torch.from_numpy(embedded.salient[embedded.reference_rows].mean(axis=0)).float()
     whitening = None
@@ -231,25 +232,35 @@ def saliency_maps(
         device=device,
     )
     labels = subtypes["subtype"].to_numpy(dtype=object)
-    return attributions, group_maps(attributions, labels, control_rows=~embedded.is_target)
+    controls = ~embedded.is_target
+    features = run.config.data.features
+    per_feature = {}
+    if len(features) > 1:
+        per_feature = {f: group_maps(attributions[:, c], labels, controls) for c, f in enumerate(features)}
+    combined = attributions.sum(axis=1)  # integrated gradients: the channels' shares of one total
+    return combined, group_maps(combined, labels, control_rows=controls), per_feature
 
 
-def write_maps_and_tables(out: Path, maps: dict, affine: np.ndarray, atlases: list) -> dict:
-    """Step 5: NIfTI maps on the template grid and one region table per subtype and atlas."""
+def write_maps_and_tables(
+    out: Path, maps: dict, affine: np.ndarray, atlases: list, feature: str | None = None
+) -> dict:
+    """Step 5: NIfTI maps on the template grid and one region table per subtype and atlas (for one
+    input ``feature``, with a ``feature-`` entity in the names, when given)."""
+    entity = f"_feature-{feature.replace('_', '')}" if feature else ""
     for folder in ("maps", "tables"):  # a rerun with another K must not leave the old subtypes' files
         (out / folder).mkdir(exist_ok=True)
-        for stale in (out / folder).glob("subtype-*"):
+        for stale in (out / folder).glob("subtype-*") if feature is None else ():
             stale.unlink()
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     for label, group in maps.items():
         for desc, key in (("saliency", "saliency"), ("signedsaliency", "signed"), ("saliencyz", "zmap")):
             atomic_write_bytes(
-                out / "maps" / f"subtype-{label}_desc-{desc}_map.nii.gz",
+                out / "maps" / f"subtype-{label}{entity}_desc-{desc}_map.nii.gz",
                 nifti_gz_bytes(map_image(group[key], affine)),
             )
         for atlas in atlases:
             table = region_table(group["saliency"], group["signed"], affine, atlas)
-            stem = f"subtype-{label}_atlas-{atlas.name}_regions"
+            stem = f"subtype-{label}{entity}_atlas-{atlas.name}_regions"
             _write_tsv(out / "tables" / f"{stem}.tsv", table)
             atomic_write_text(
                 out / "tables" / f"{stem}.json",
@@ -311,8 +322,10 @@ def subtype(
         "K = %d subtypes (%s)", k, ", ".join(f"{n}: {int((subtypes['subtype'] == n).sum())}" for n in names)
     )
 
-    attributions, maps = saliency_maps(run, embedded, subtyper, subtypes, settings, device)
+    attributions, maps, per_feature = saliency_maps(run, embedded, subtyper, subtypes, settings, device)
     tables = write_maps_and_tables(out, maps, embedded.data.affine, atlases)
+    for feature, feature_maps in per_feature.items():
+        write_maps_and_tables(out, feature_maps, embedded.data.affine, atlases, feature)
     if settings.per_subject_maps:
         write_subject_maps(
             out, subject_frame(embedded.data.table, embedded.split), attributions, embedded.data.affine

@@ -47,8 +47,8 @@ class LightCNN3d(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
-def _monai_resnet(layers: list[int]) -> Callable[[int], nn.Module]:
-    def build(out_dim: int) -> nn.Module:
+def _monai_resnet(layers: list[int]) -> Callable[[int, int], nn.Module]:
+    def build(out_dim: int, in_channels: int = 1) -> nn.Module:
         from monai.networks.nets import ResNet
 
         return ResNet(
@@ -56,7 +56,7 @@ def _monai_resnet(layers: list[int]) -> Callable[[int], nn.Module]:
             layers,
             [64, 128, 256, 512],
             spatial_dims=3,
-            n_input_channels=1,
+            n_input_channels=in_channels,
             num_classes=out_dim,
             conv1_t_size=7,
             conv1_t_stride=2,
@@ -65,19 +65,19 @@ def _monai_resnet(layers: list[int]) -> Callable[[int], nn.Module]:
     return build
 
 
-def _monai_densenet(out_dim: int) -> nn.Module:
+def _monai_densenet(out_dim: int, in_channels: int = 1) -> nn.Module:
     from monai.networks.nets import DenseNet121
 
-    return DenseNet121(spatial_dims=3, in_channels=1, out_channels=out_dim)
+    return DenseNet121(spatial_dims=3, in_channels=in_channels, out_channels=out_dim)
 
 
 ENCODERS: dict[str, Callable[..., nn.Module]] = {
-    "light_cnn": lambda out_dim, widths=(16, 32, 64, 128), pool_cells=1: LightCNN3d(
-        out_dim, widths, pool_cells=pool_cells
+    "light_cnn": lambda out_dim, widths=(16, 32, 64, 128), pool_cells=1, in_channels=1: LightCNN3d(
+        out_dim, widths, in_channels=in_channels, pool_cells=pool_cells
     ),
-    "resnet10": lambda out_dim, **_: _monai_resnet([1, 1, 1, 1])(out_dim),
-    "resnet18": lambda out_dim, **_: _monai_resnet([2, 2, 2, 2])(out_dim),
-    "densenet121": lambda out_dim, **_: _monai_densenet(out_dim),
+    "resnet10": lambda out_dim, in_channels=1, **_: _monai_resnet([1, 1, 1, 1])(out_dim, in_channels),
+    "resnet18": lambda out_dim, in_channels=1, **_: _monai_resnet([2, 2, 2, 2])(out_dim, in_channels),
+    "densenet121": lambda out_dim, in_channels=1, **_: _monai_densenet(out_dim, in_channels),
 }
 
 
@@ -86,10 +86,12 @@ def build_encoder(
     out_dim: int,
     widths: Sequence[int] = (16, 32, 64, 128),
     pool_cells: int = 1,
+    in_channels: int = 1,
 ) -> nn.Module:
-    """A fresh encoder by name (see :data:`ENCODERS`); ``widths`` and ``pool_cells`` are light_cnn's."""
+    """A fresh encoder by name (see :data:`ENCODERS`) reading ``in_channels`` channels; ``widths`` and
+    ``pool_cells`` are light_cnn's."""
     if name not in ENCODERS:
         raise ValueError(f"unknown encoder {name!r} (choose from {', '.join(ENCODERS)})")
     if pool_cells != 1 and name != "light_cnn":
         raise ValueError(f"model.pool_cells={pool_cells} is only available for light_cnn, not {name!r}")
-    return ENCODERS[name](out_dim, widths=tuple(widths), pool_cells=pool_cells)
+    return ENCODERS[name](out_dim, widths=tuple(widths), pool_cells=pool_cells, in_channels=in_channels)

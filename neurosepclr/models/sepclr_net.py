@@ -62,8 +62,9 @@ class SepCLRNet(nn.Module):
         return SepCLROutput(common_rep, salient_rep, common_proj, salient_proj)
 
 
-def build_model(cfg) -> SepCLRNet:
-    """SepCLRNet from a :class:`neurosepclr.config.ModelConfig`."""
-    common = build_encoder(cfg.encoder, cfg.common_dim, cfg.widths, cfg.pool_cells)
-    salient = build_encoder(cfg.encoder, cfg.salient_dim, cfg.widths, cfg.pool_cells)
+def build_model(cfg, in_channels: int = 1) -> SepCLRNet:
+    """SepCLRNet from a :class:`neurosepclr.config.ModelConfig`; ``in_channels``: one per input
+    feature (``data.features``)."""
+    common = build_encoder(cfg.encoder, cfg.common_dim, cfg.widths, cfg.pool_cells, in_channels)
+    salient = build_encoder(cfg.encoder, cfg.salient_dim, cfg.widths, cfg.pool_cells, in_channels)
     return SepCLRNet(common, salient, cfg.common_dim, cfg.salient_dim, cfg.head_hidden)

@@ -26,7 +26,8 @@ from neurosepclr.io import read_tsv
 
 @dataclass
 class CohortTensors:
-    """Pooled volumes (N, 1, D, H, W) with their subjects, groups, metadata and grid affine."""
+    """Pooled volumes (N, C, D, H, W), one channel per feature (``data.features``), with their
+    subjects, groups, metadata and grid affine."""
 
     volumes: torch.Tensor
     table: pd.DataFrame
@@ -71,34 +72,71 @@ def read_cohort_table(derivatives: str | Path, include_failed_qc: bool = False) 
     return table
 
 
-def derivatives_manifest(derivatives: str | Path, include_failed_qc: bool = False) -> pd.DataFrame:
-    """Subjects and SHA-256 of their preprocessed images (what :func:`inputs_digest` hashes)."""
+# cohort.tsv column holding each feature's image (preprocess writes one column per feature)
+FEATURE_COLUMNS = {"t1": "preproc", "gm": "gm", "gm_modulated": "gm_modulated", "logjacobian": "logjacobian"}
+
+
+def feature_columns(table: pd.DataFrame, features: tuple[str, ...], root: Path) -> list[str]:
+    """The cohort.tsv columns of ``features``; a feature preprocess did not write is an error."""
+    columns = [FEATURE_COLUMNS[f] for f in features]
+    missing = [f for f, c in zip(features, columns, strict=True) if c not in table]
+    if missing:
+        raise MissingInputError(
+            f"{root / 'cohort.tsv'}: no {', '.join(missing)} images; preprocess with "
+            f"--features {' '.join(features)} (data.features asks for them)"
+        )
+    return columns
+
+
+def subject_hash(hashes: list[str], features: tuple[str, ...]) -> str:
+    """One subject's input hash: its image's SHA-256 with one feature, else the hash of the features'
+    (name, SHA-256) pairs."""
+    if len(hashes) == 1:
+        return hashes[0]
+    return sha256_bytes(";".join(f"{f}:{h}" for f, h in zip(features, hashes, strict=True)).encode())
+
+
+def derivatives_manifest(
+    derivatives: str | Path, features: tuple[str, ...] = ("t1",), include_failed_qc: bool = False
+) -> pd.DataFrame:
+    """Subjects and SHA-256 of their input images (what :func:`inputs_digest` hashes)."""
     root = Path(derivatives)
     table = read_cohort_table(root, include_failed_qc)
+    columns = feature_columns(table, features, root)
     hashes = []
-    for row in table.itertuples():
-        path = root / row.preproc
-        if not path.is_file():
-            raise MissingInputError(f"{row.participant_id}: {row.preproc}: preprocessed image not found")
-        hashes.append(sha256_bytes(path.read_bytes()))
-    return _manifest(table, hashes)
+    for row in table.to_dict(orient="records"):
+        per_feature = []
+        for column in columns:
+            path = root / row[column]
+            if not path.is_file():
+                raise MissingInputError(
+                    f"{row['participant_id']}: {row[column]}: preprocessed image not found"
+                )
+            per_feature.append(sha256_bytes(path.read_bytes()))
+        hashes.append(subject_hash(per_feature, features))
+    return _manifest(table, columns, hashes)
 
 
-def _manifest(table: pd.DataFrame, hashes: list[str]) -> pd.DataFrame:
+def _manifest(table: pd.DataFrame, columns: list[str], hashes: list[str]) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "participant_id": table["participant_id"],
             "session_id": table["session_id"],
-            "path": table["preproc"],
+            "path": table[columns].astype(str).agg(";".join, axis=1),
             "sha256": hashes,
         }
     )
 
 
 def load_derivatives(
-    derivatives: str | Path, pool: int, include_failed_qc: bool = False, memmap: str | Path | None = None
+    derivatives: str | Path,
+    pool: int,
+    features: tuple[str, ...] = ("t1",),
+    include_failed_qc: bool = False,
+    memmap: str | Path | None = None,
 ) -> CohortTensors:
-    """Read ``cohort.tsv`` and every preprocessed volume of a ``preprocess`` output folder.
+    """Read ``cohort.tsv`` and every subject's feature images (one channel each) of a
+    ``preprocess`` output folder.
 
     Each volume is pooled as soon as it is read. With ``memmap`` (a ``.npy`` path, created or
     replaced) the pooled volumes go to a memory-mapped array on disk instead of RAM; the values
@@ -106,24 +144,19 @@ def load_derivatives(
     """
     root = Path(derivatives)
     table = read_cohort_table(root, include_failed_qc)
+    columns = feature_columns(table, tuple(features), root)
     volumes: list[torch.Tensor] = []
     stack: torch.Tensor | None = None
-    hashes, affine, shape = [], None, None
-    for index, row in enumerate(table.itertuples()):
-        path = root / row.preproc
-        if not path.is_file():
-            raise MissingInputError(f"{row.participant_id}: {row.preproc}: preprocessed image not found")
-        raw = path.read_bytes()
-        img = nib.Nifti1Image.from_bytes(_gunzip(raw, path))
-        if affine is None:
-            affine, shape = img.affine, img.shape
-        elif img.shape != shape or not np.allclose(img.affine, affine, atol=1e-4):
-            raise InputDataError(f"{row.participant_id}: {row.preproc}: grid differs from the other subjects")
-        data = np.asarray(img.dataobj, dtype=np.float32)
-        if not np.isfinite(data).all():
-            raise InputDataError(f"{row.participant_id}: {row.preproc}: NaN or Inf in a preprocessed image")
-        pooled = pool_volume(torch.from_numpy(data), pool)
-        hashes.append(sha256_bytes(raw))
+    hashes: list[str] = []
+    grid: list = []  # the first image's (affine, shape): every image must share it
+    for index, row in enumerate(table.to_dict(orient="records")):
+        channels, per_feature = [], []
+        for column in columns:
+            data, raw = _read_volume(root, row["participant_id"], row[column], grid)
+            channels.append(pool_volume(torch.from_numpy(data), pool))
+            per_feature.append(sha256_bytes(raw))
+        pooled = torch.cat(channels)
+        hashes.append(subject_hash(per_feature, tuple(features)))
         if memmap is None:
             volumes.append(pooled)
             continue
@@ -132,9 +165,27 @@ def load_derivatives(
         stack[index] = pooled
     if stack is None:
         stack = torch.stack(volumes)
-    manifest = _manifest(table, hashes)
+    manifest = _manifest(table, columns, hashes)
     is_target = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
-    return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(affine, pool), manifest)
+    return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(grid[0], pool), manifest)
+
+
+def _read_volume(root: Path, participant: str, relative: str, grid: list) -> tuple[np.ndarray, bytes]:
+    """One preprocessed image as float32 and its raw bytes; checks it is finite and on the grid of
+    the first image read (``grid``, filled on the first call)."""
+    path = root / relative
+    if not path.is_file():
+        raise MissingInputError(f"{participant}: {relative}: preprocessed image not found")
+    raw = path.read_bytes()
+    img = nib.Nifti1Image.from_bytes(_gunzip(raw, path))
+    if not grid:
+        grid.extend([img.affine, img.shape])
+    elif img.shape != grid[1] or not np.allclose(img.affine, grid[0], atol=1e-4):
+        raise InputDataError(f"{participant}: {relative}: grid differs from the other subjects")
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise InputDataError(f"{participant}: {relative}: NaN or Inf in a preprocessed image")
+    return data, raw
 
 
 def pool_volume(volume: torch.Tensor, pool: int) -> torch.Tensor:
@@ -162,8 +213,8 @@ def _chunks(indices: np.ndarray, size: int = 64):
 def _reference_statistics(
     volumes: torch.Tensor, row_groups: list[np.ndarray]
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Voxel-wise mean (1, 1, D, H, W) of each group of reference rows and their pooled within-group
-    standard deviation, floored at a tenth of its median inside the brain, so voxels where the
+    """Voxel-wise mean (1, C, D, H, W) of each group of reference rows and their pooled within-group
+    standard deviation, floored at a tenth of its median inside the brain (per channel), so voxels where the
     reference barely varies (edges, background) do not blow up the z-scores. Two passes over chunks
     of subjects, in float64, so a memory-mapped cohort is never read into RAM at once."""
     squares = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
@@ -177,9 +228,12 @@ def _reference_statistics(
             squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
         means.append(mean)
     spread = (squares / (sum(len(rows) for rows in row_groups) - len(row_groups))).sqrt()
-    inside = spread > 0
-    floor = 0.1 * float(spread[inside].median()) if inside.any() else 1.0
-    return means, spread.clamp_min(floor)
+    for channel in range(spread.shape[1]):  # each feature in its own units
+        values = spread[:, channel]
+        inside = values > 0
+        floor = 0.1 * float(values[inside].median()) if inside.any() else 1.0
+        spread[:, channel] = values.clamp_min(floor)
+    return means, spread
 
 
 def control_reference(volumes: torch.Tensor, is_reference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -48,7 +48,7 @@ class TrainedRun:
         folder = (
             locate_derivatives(self.run_dir, self.run_json, self.moved_derivatives) if own else derivatives
         )
-        data = load_derivatives(folder, self.config.train.pool)
+        data = load_derivatives(folder, self.config.train.pool, tuple(self.config.data.features))
         if own:
             self._check_manifest(folder, data.manifest)
         shape = tuple(data.volumes.shape[2:])
@@ -90,7 +90,7 @@ def load_run(
     if not path.is_file():
         raise MissingInputError(f"{run_dir}: no checkpoint {path.name} in checkpoints/")
     state = load_checkpoint(path)
-    model = build_model(config.model)
+    model = build_model(config.model, in_channels=len(config.data.features))
     model.load_state_dict(state["model"])
     model.eval()
     run = read_run_json(run_dir)

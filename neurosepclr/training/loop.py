@@ -224,7 +224,7 @@ def build_optimisation(
     config: Config, device: torch.device, ctx: DistContext, precision: str
 ) -> Optimisation:
     cfg = config.train
-    net = build_model(config.model)
+    net = build_model(config.model, in_channels=len(config.data.features))
     if ctx.enabled and device.type == "cuda":
         net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
     net = net.to(device)
@@ -347,7 +347,7 @@ def train(
 
     # 1. data: pooled volumes, split, control-referenced inputs
     cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
-    data = load_derivatives(derivatives, cfg.pool, memmap=cache)
+    data = load_derivatives(derivatives, cfg.pool, tuple(config.data.features), memmap=cache)
     split_seed = config.seed if cfg.split_seed < 0 else cfg.split_seed
     split = stratified_split(data.table["group"], cfg.val_fraction, split_seed, data.table["participant_id"])
     train_idx = np.flatnonzero(split == "train")

@@ -40,7 +40,8 @@ def test_attributions_fall_on_the_voxels_the_model_uses(method):
     result = attribute(
         model, x, torch.zeros(2), torch.zeros(1, 1, 6, 5, 7), method=method, batch_size=2, occlusion_size=1
     )
-    assert result.shape == (3, 6, 5, 7)
+    assert result.shape == (3, 1, 6, 5, 7)  # one map per input channel
+    result = result[:, 0]
     inside = np.zeros((6, 5, 7), bool)
     inside[BOX] = True
     absolute = np.abs(result)
@@ -77,13 +78,32 @@ def test_controls_whitening_moves_attribution_away_from_what_controls_vary_in():
     box_a[0:2, 0:2, 0:2] = True
     share_a = []
     for whitening in (None, torch.diag(torch.tensor([0.1, 1.0]))):  # controls vary 10x more along A
-        result = np.abs(attribute(TwoBoxModel(), x, point, baseline, whitening=whitening, n_steps=64))
+        result = np.abs(attribute(TwoBoxModel(), x, point, baseline, whitening=whitening, n_steps=64))[:, 0]
         share_a.append(result[:, box_a].sum() / result.sum())
         target = DistanceFromBackground(TwoBoxModel(), point, whitening)
         expected = (target(x) - target(baseline.expand_as(x))).detach().numpy()
         signed = attribute(TwoBoxModel(), x, point, baseline, whitening=whitening, n_steps=64)
         np.testing.assert_allclose(signed.reshape(4, -1).sum(axis=1), expected, rtol=2e-2, atol=1e-4)
     assert share_a[0] > 0.2 and share_a[1] < share_a[0] / 5
+
+
+class SecondChannelModel(torch.nn.Module):
+    """Two input channels (two features); the salient code reads a box of the second one only."""
+
+    def forward_features(self, x):
+        return torch.zeros(len(x), 1), x[:, 1, 2:4, 1:3, 3:5].flatten(1).mean(dim=1, keepdim=True)
+
+
+def test_attributions_are_per_channel_and_complete_over_all_of_them():
+    torch.manual_seed(3)
+    x = torch.randn(2, 2, 6, 5, 7) + 1.0
+    baseline, point = torch.zeros(1, 2, 6, 5, 7), torch.zeros(1)
+    result = attribute(SecondChannelModel(), x, point, baseline, n_steps=64)
+    assert result.shape == (2, 2, 6, 5, 7)
+    assert np.abs(result[:, 0]).max() == 0 and np.abs(result[:, 1]).sum() > 0
+    target = DistanceFromBackground(SecondChannelModel(), point)
+    expected = (target(x) - target(baseline.expand_as(x))).detach().numpy()
+    np.testing.assert_allclose(result.reshape(2, -1).sum(axis=1), expected, rtol=2e-2, atol=1e-4)
 
 
 def test_unknown_method_is_refused():

@@ -216,3 +216,29 @@ def test_a_run_whose_derivatives_moved_is_read_from_their_new_place(
 def test_run_folder_records_where_its_derivatives_are_relative_to_it(smoke_run, tiny_derivatives):
     record = json.loads((smoke_run / "run.json").read_text())
     assert (smoke_run / record["derivatives_relative"]).resolve() == tiny_derivatives.resolve()
+
+
+def test_several_input_features_give_maps_and_tables_per_feature(tiny_derivatives, tmp_path):
+    """Two channels (here the T1w listed twice, as t1 and as gm: the plumbing, not the science)."""
+    derivatives = tmp_path / "deriv"
+    shutil.copytree(tiny_derivatives, derivatives)
+    table = pd.read_csv(derivatives / "cohort.tsv", sep="\t", dtype=str, keep_default_na=False)
+    table.insert(4, "gm", table["preproc"])
+    table.to_csv(derivatives / "cohort.tsv", sep="\t", index=False)
+    run = tmp_path / "run"
+    argv = ["--quiet", "train", str(derivatives), str(run), "--config", "pipelines/smoke.yaml"]
+    assert main([*argv, "--set", "data.features=[t1, gm]"]) == 0
+    assert main(["--quiet", "subtype", str(run), "--k", "2"]) == 0
+    out = run / "subtype"
+    for label in ("S1", "S2"):
+        assert (out / "maps" / f"subtype-{label}_desc-saliency_map.nii.gz").is_file()  # all channels
+        for feature in ("t1", "gm"):
+            assert (out / "maps" / f"subtype-{label}_feature-{feature}_desc-saliency_map.nii.gz").is_file()
+            assert (out / "tables" / f"subtype-{label}_feature-{feature}_atlas-aal_regions.tsv").is_file()
+    combined = nib.load(out / "maps" / "subtype-S1_desc-signedsaliency_map.nii.gz").get_fdata()
+    parts = [
+        nib.load(out / "maps" / f"subtype-S1_feature-{f}_desc-signedsaliency_map.nii.gz").get_fdata()
+        for f in ("t1", "gm")
+    ]
+    np.testing.assert_allclose(combined, parts[0] + parts[1], atol=1e-5)  # the channels' shares add up
+    assert "The encoders saw t1, gm" in (out / "report.html").read_text()

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from neurosepclr.cli import main
 from neurosepclr.config import DEFAULT_SUBTYPES
@@ -286,3 +287,32 @@ def test_warp_features_need_a_warp(capsys):
         load_config(None, ["preprocess.features=[logjacobian]", "preprocess.registration=none"])
     with pytest.raises(ConfigError, match="each feature once"):
         load_config(None, ["preprocess.features=[gm, gm]"])
+
+
+@pytest.mark.slow
+def test_training_reads_features_as_channels(morphometry_run, tmp_path, capsys):
+    from neurosepclr.training.data import load_derivatives
+    from neurosepclr.training.inference import load_run
+
+    _, out = morphometry_run
+    single = load_derivatives(out, 2)
+    both = load_derivatives(out, 2, ("t1", "gm_modulated"))
+    assert single.volumes.shape[1] == 1 and both.volumes.shape[1] == 2
+    torch.testing.assert_close(both.volumes[:, :1], single.volumes)  # t1 stays channel 0
+    assert (single.manifest["sha256"] != both.manifest["sha256"]).all()  # a run records what it read
+    recipe = "pipelines/smoke.yaml"
+    argv = ["--quiet", "train", str(out), str(tmp_path / "run"), "--config", recipe, "--set", "train.steps=2"]
+    assert main([*argv, "--set", "data.features=[t1, gm_modulated]"]) == 0
+    run = load_run(tmp_path / "run")
+    assert run.model.common_encoder.features[0].in_channels == 2
+    assert run.cohort().volumes.shape[1] == 2
+    assert main([*argv, "--force", "--set", "data.features=[gm]"]) == 0
+    t1_only = tmp_path / "t1only"
+    shutil.copytree(out, t1_only)
+    (t1_only / "cohort.tsv").write_text(
+        pd.read_csv(out / "cohort.tsv", sep="\t").drop(columns=["gm_modulated"]).to_csv(sep="\t", index=False)
+    )
+    capsys.readouterr()
+    bad = ["--quiet", "train", str(t1_only), str(tmp_path / "bad"), "--set", "data.features=[gm_modulated]"]
+    assert main(bad) == 66
+    assert "preprocess with --features gm_modulated" in capsys.readouterr().err
