@@ -67,14 +67,18 @@ def _add_config_flags(parser: argparse.ArgumentParser, command: str) -> None:
         spec = field.metadata
         default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
         shown = "|".join(spec["aliases"]) + " or " if spec.get("aliases") else ""
+        default = "unset" if default is None else default
         text = f"{spec['help']} (config {key}; default {shown}{default})"
         options: dict = {"dest": _dest(flag), "default": None, "help": text.replace("%", "%%")}
         if annotation is bool or annotation == (bool | None):
             options["action"] = argparse.BooleanOptionalAction
         elif get_origin(annotation) is Literal:
             options["choices"] = list(get_args(annotation))
-        elif get_origin(annotation) is list:
-            options |= {"nargs": "+", "metavar": spec.get("metavar", "V[,V...]")}
+        elif get_origin(annotation) is list:  # one token split on commas, or several tokens
+            options |= {
+                "nargs": "+" if spec.get("many") else None,
+                "metavar": spec.get("metavar", "V[,V...]"),
+            }
         else:
             options["metavar"] = spec.get("metavar", flag.lstrip("-").upper().replace("-", "_"))
         parser.add_argument(flag, **options)
@@ -99,7 +103,8 @@ def _flag_value(key: str, raw):
     if get_origin(annotation) is list:
         (item_type,) = get_args(annotation)
         pattern = "[" + re.escape(spec.get("separators", ",")) + "]"
-        return [scalar(part, item_type) for token in raw for part in re.split(pattern, token) if part]
+        tokens = raw if isinstance(raw, list) else [raw]
+        return [scalar(part, item_type) for token in tokens for part in re.split(pattern, token) if part]
     return scalar(raw, annotation)
 
 
@@ -231,10 +236,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_subtype(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
-    from neurosepclr.analysis.subtype import default_out_dir, predict_cohort, resolve_atlases, subtype
+    from neurosepclr.analysis.subtype import check_atlas_names, default_out_dir, predict_cohort, subtype
     from neurosepclr.io import attach_log_file
 
-    resolve_atlases(config.subtype.atlases)  # unknown atlas names refused before anything is written
+    if args.cohort is not None and args.derivatives is not None:
+        raise UsageError("subtype: --derivatives locates the run's own cohort; with --cohort it has no use")
+    if args.cohort is None:
+        check_atlas_names(config.subtype.atlases)  # refused before anything is written
     if not (args.run_dir / "config.yaml").is_file():
         raise MissingInputError(
             f"{args.run_dir}: not a run folder (no config.yaml); run neurosepclr train first"

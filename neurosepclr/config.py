@@ -12,7 +12,8 @@ Field metadata understood by the validator:
 * ``min_len``: minimum list length;
 * ``flag`` and ``commands``: the command-line flag that sets the key, and the commands that take it
   (``--seed`` for simulate, subtype and evaluate…); ``aliases`` (words standing for values, such as
-  ``auto`` for 0), ``separators`` (characters splitting a list value) and ``metavar`` say how the
+  ``auto`` for 0), ``separators`` (characters splitting a list value, one token: ``0.2,0.4``),
+  ``many`` (a list flag taking several tokens: ``--atlas aal aicha``) and ``metavar`` say how the
   flag is spelled. :func:`cli_flags` lists them for the command line.
 """
 
@@ -302,6 +303,7 @@ class PreprocessConfig:
         "determinant of the warp, DBM); the last two need registration syn (switched on)",
         min_len=1,
         flag="--features",
+        many=True,
         commands=("preprocess",),
     )
     bias_correction: bool = _opt(True, "N4 bias-field correction before registration")
@@ -439,7 +441,10 @@ class TrainConfig:
 
 @dataclass
 class SubtypeConfig:
-    """``neurosepclr subtype`` (its flags and ``neurosepclr run`` both read this section)."""
+    """``neurosepclr subtype`` and the ``subtype`` step of ``neurosepclr run``. The command reads it from
+    its own ``--config``/``--set``/flags (defaults otherwise), not from the run folder's config; under
+    ``train.select: clusters`` training scored checkpoints with ``k``, ``k_range``, ``standardise``
+    and ``directions`` of the training config."""
 
     k: int = _opt(
         0,
@@ -496,6 +501,7 @@ class SubtypeConfig:
         "destrieux, neuromorphometrics, marsatlas, aicha) or your own LABELS.nii.gz:LABELS.tsv",
         min_len=1,
         flag="--atlas",
+        many=True,
         commands=("subtype",),
         metavar="NAME|LABELS.nii.gz:LABELS.tsv",
     )
@@ -509,19 +515,19 @@ class SubtypeConfig:
         False, "also write one saliency map per subject", flag="--per-subject-maps", commands=("subtype",)
     )
 
-    def __post_init__(self) -> None:
-        if self.directions is None:  # the default follows the standardisation
-            self.directions = self.standardise == "controls"
-
     def validate(self, prefix: str) -> None:
         if len(self.k_range) != 2 or self.k_range[0] > self.k_range[1]:
             raise ConfigError(f"{prefix}.k_range: expected [low, high] with low <= high, got {self.k_range}")
         if self.k == 1:
             raise ConfigError(f"{prefix}.k: must be 0 (choose K) or >= 2, got 1")
-        if self.directions and self.standardise != "controls":
+        if self.directions is True and self.standardise != "controls":
             raise ConfigError(
                 f"{prefix}.directions: true needs {prefix}.standardise: controls (set directions: false)"
             )
+
+    def cluster_directions(self) -> bool:
+        """Whether to cluster directions: ``directions`` when set, else on with ``controls`` only."""
+        return self.standardise == "controls" if self.directions is None else self.directions
 
     def k_values(self) -> list[int]:
         """The K tried: ``k`` alone when it is set, else every K of ``k_range``."""
@@ -787,14 +793,12 @@ def load_config(
     path: str | Path | None = None,
     overrides: typing.Sequence[str] = (),
     values: dict[str, Any] | None = None,
-    legacy: bool = False,
 ) -> Config:
     """Resolve defaults ← YAML file ← ``--set`` overrides ← ``values`` (dotted key → value, e.g. from
-    command-line flags) into a validated :class:`Config`. ``legacy``: the file is a run folder's
-    resolved config, which may name options removed since (dropped when they were no-ops)."""
+    command-line flags) into a validated :class:`Config`. Options removed since an earlier version
+    (:data:`REMOVED_OPTIONS`) are dropped from the file when they hold their no-op value."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
-    if legacy:
-        _drop_removed_options(data, str(path))
+    _drop_removed_options(data, str(path))  # a config written by an earlier version (a run folder's)
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(data, parts, value)

@@ -26,6 +26,20 @@ TRAINING_SECTIONS = ("seed", "data", "model", "train", "loss")
 NOT_TRAINING_KEYS = {"train": ("steps", "eval_every", "checkpoint_every", "cache")}
 # subtype keys that choose the best checkpoint under train.select: clusters
 CHECKPOINT_SELECTION_KEYS = ("k", "k_range", "standardise", "directions")
+# The no-op values of the options removed in decision 0007, as run folders of earlier versions hashed
+# them, and data.features' default (added later): a run trained before either change keeps its digest,
+# so it still resumes and `neurosepclr run` still reuses it.
+EARLIER_DIGEST_KEYS = {
+    "model": {"members": 1, "downsample": "max"},
+    "loss": {
+        "gamma_uniform": 1.0,
+        "salient_prototypes": 0,
+        "beta_proto": 1.0,
+        "proto_tau": 0.1,
+        "sinkhorn_eps": 0.05,
+    },
+    "train": {"augment": {"cutout": 0.0, "deformation_vox": 0.0, "deformation_spacing_vox": 2.0}},
+}
 
 
 def config_digest(config: Config) -> str:
@@ -36,6 +50,11 @@ def config_digest(config: Config) -> str:
     for section, keys in NOT_TRAINING_KEYS.items():
         for key in keys:
             data[section].pop(key, None)
+    if data["data"]["features"] == ["t1"]:
+        del data["data"]["features"]
+    for section, values in EARLIER_DIGEST_KEYS.items():
+        data[section] |= {k: v for k, v in values.items() if not isinstance(v, dict)}
+    data["train"]["augment"] |= EARLIER_DIGEST_KEYS["train"]["augment"]
     if config.train.select == "clusters":
         subtype = config_to_dict(config.subtype)
         data["subtype"] = {key: subtype[key] for key in CHECKPOINT_SELECTION_KEYS}
@@ -95,24 +114,25 @@ def derivatives_record(run_dir: Path, derivatives: Path) -> dict[str, str]:
     }
 
 
-def locate_derivatives(run_dir: Path, run: dict, override: str | Path | None = None) -> Path:
-    """Where the run's derivatives are now: ``override`` when given, else the recorded absolute path,
-    else the recorded path relative to the run folder (both moved together)."""
+def derivatives_candidates(run_dir: Path, run: dict, override: str | Path | None = None) -> list[Path]:
+    """Where the run's derivatives may be now, in order: ``override`` when given, else the recorded
+    absolute path and the recorded path relative to the run folder (both moved together); only
+    folders holding a ``cohort.tsv``. The caller keeps the first whose images match the manifest."""
     if override is not None:
         folder = Path(override)
         if not (folder / "cohort.tsv").is_file():
             raise MissingInputError(f"--derivatives: {folder} has no cohort.tsv (not a preprocess output)")
-        return folder
+        return [folder]
     candidates = [Path(run["derivatives"])]
     if "derivatives_relative" in run:
         candidates.append(run_dir / run["derivatives_relative"])
-    for folder in candidates:
-        if (folder / "cohort.tsv").is_file():
-            return folder
-    raise MissingInputError(
-        f"{run_dir}: the derivatives it was trained on are not at {run['derivatives']}; "
-        "pass their new location with --derivatives DIR"
-    )
+    found = [folder for folder in candidates if (folder / "cohort.tsv").is_file()]
+    if not found:
+        raise MissingInputError(
+            f"{run_dir}: the derivatives it was trained on are not at {run['derivatives']}; "
+            "pass their new location with --derivatives DIR"
+        )
+    return found
 
 
 def read_run_json(run_dir: Path) -> dict:

@@ -160,7 +160,10 @@ def saliency_localisation(
 def find_saliency_maps(folder: Path) -> dict[str, Path]:
     """Predicted-subtype label → saliency map path (``*subtype-<label>*saliency*.nii.gz``)."""
     maps = {}
-    paths = sorted(folder.rglob("*saliency*.nii*"), key=lambda p: ("desc-saliency_" not in p.name, str(p)))
+    paths = sorted(
+        (p for p in folder.rglob("*saliency*.nii*") if "_feature-" not in p.name),  # the sum over features
+        key=lambda p: ("desc-saliency_" not in p.name, str(p)),
+    )
     for path in paths:
         match = re.search(r"subtype-([A-Za-z0-9]+)", path.name)
         if match:

@@ -98,16 +98,18 @@ def attribute(
 
 
 def group_maps(
-    attributions: np.ndarray, labels: np.ndarray, control_rows: np.ndarray
+    attributions: np.ndarray, labels: np.ndarray, control_rows: np.ndarray, absolute: np.ndarray | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
     """Per label: mean |attribution| (``saliency``), mean signed attribution (``signed``) and the z-map
-    of mean |attribution| against the controls' per-voxel distribution (``zmap``).
+    of mean |attribution| against the controls' per-voxel distribution (``zmap``). ``absolute``: the
+    magnitudes to average instead of ``|attributions|`` (several input channels: the sum of each
+    channel's magnitude, so channels of opposite sign do not cancel).
 
     The z-map reads: how much more this subtype's salient code depends on each voxel than the
     controls' codes do, in units of the controls' between-subject spread (floored at a tenth of its
     median to avoid dividing by nothing outside the brain).
     """
-    absolute = np.abs(attributions)
+    absolute = np.abs(attributions) if absolute is None else absolute
     controls = absolute[control_rows]
     reference_mean = controls.mean(axis=0) if len(controls) else np.zeros(absolute.shape[1:])
     spread = controls.std(axis=0) if len(controls) > 1 else np.ones(absolute.shape[1:])

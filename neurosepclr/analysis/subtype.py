@@ -166,7 +166,7 @@ def choose_k(embedded: Embedded, settings: SubtypeConfig, seed: int) -> tuple[in
             random_state=seed,
             standardise=settings.standardise,
             reference=embedded.salient[embedded.reference_rows],
-            directions=settings.directions,
+            directions=settings.cluster_directions(),
             null_draws=settings.null_draws,
         )
     except ValueError as exc:
@@ -192,7 +192,7 @@ def fit_subtypes(
         k,
         settings.method,
         settings.standardise,
-        settings.directions,
+        settings.cluster_directions(),
         confidence=settings.confidence,
         random_state=seed,
     )
@@ -237,8 +237,9 @@ def saliency_maps(
     per_feature = {}
     if len(features) > 1:
         per_feature = {f: group_maps(attributions[:, c], labels, controls) for c, f in enumerate(features)}
-    combined = attributions.sum(axis=1)  # integrated gradients: the channels' shares of one total
-    return combined, group_maps(combined, labels, control_rows=controls), per_feature
+    combined = attributions.sum(axis=1)  # signed: the channels' shares of one total (integrated gradients)
+    magnitude = np.abs(attributions).sum(axis=1)  # unsigned: channels of opposite sign do not cancel
+    return combined, group_maps(combined, labels, controls, absolute=magnitude), per_feature
 
 
 def write_maps_and_tables(
@@ -370,14 +371,18 @@ def _assign(subtyper, salient, base, is_target, index_names, names) -> pd.DataFr
     return frame[[c for c in frame.columns if not c.startswith("p_")] + ordered]
 
 
-def resolve_atlases(entries: list[str]) -> list:
-    """Atlases by name (atlases/manifest.tsv) or as ``LABELS.nii.gz:LABELS.tsv``; unknown names refused
-    before any work is done."""
+def check_atlas_names(entries: list[str]) -> None:
+    """Refuse unknown atlas names (atlases/manifest.tsv) before any work is done."""
     unknown = [entry for entry in entries if ":" not in entry and entry not in LICENCES]
     if unknown:
         raise MissingInputError(
             f"--atlas: unknown atlas '{unknown[0]}' (known: {', '.join(sorted(LICENCES))})"
         )
+
+
+def resolve_atlases(entries: list[str]) -> list:
+    """Atlases by name (atlases/manifest.tsv) or as ``LABELS.nii.gz:LABELS.tsv``."""
+    check_atlas_names(entries)
     atlases = []
     for entry in entries:
         if ":" in entry:

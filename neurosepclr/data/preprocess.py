@@ -87,7 +87,10 @@ def params_hash(cfg: PreprocessConfig) -> str:
     """Hash of everything that changes a subject's outputs (parameters, pipeline and ANTs versions)."""
     import ants
 
-    payload = {"params": asdict(cfg), "pipeline": PIPELINE_VERSION, "ants": getattr(ants, "__version__", "?")}
+    params = asdict(cfg)
+    if params["features"] == ["t1"]:  # the default: subjects cached before features existed stay valid
+        del params["features"]
+    payload = {"params": params, "pipeline": PIPELINE_VERSION, "ants": getattr(ants, "__version__", "?")}
     return sha256_json(payload)
 
 
@@ -505,6 +508,8 @@ def _write_dataset_files(
     atomic_write_text(out / "cohort.tsv", tsv_text(table))
     if volumes is not None:
         atomic_write_text(out / "tissue_volumes.tsv", tsv_text(volumes))
+    elif (out / "tissue_volumes.tsv").exists():  # from an earlier run with morphometry features
+        (out / "tissue_volumes.tsv").unlink()
     atomic_write_text(out / "qc.tsv", tsv_text(qc))
     if len(excluded):
         atomic_write_text(out / "excluded.tsv", tsv_text(excluded))

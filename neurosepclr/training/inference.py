@@ -19,7 +19,7 @@ from neurosepclr.config import Config, load_config
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import read_tsv
 from neurosepclr.models import build_model
-from neurosepclr.runfolder import locate_derivatives, read_run_json
+from neurosepclr.runfolder import derivatives_candidates, read_run_json
 from neurosepclr.training.checkpoint import load_checkpoint
 from neurosepclr.training.data import CohortTensors, load_derivatives, normalise_in_place, site_indices
 
@@ -44,13 +44,20 @@ class TrainedRun:
     def cohort(self, derivatives: str | Path | None = None) -> CohortTensors:
         """A cohort's volumes on the training grid, normalised as in training; by default the run's
         own cohort (checked against its manifest)."""
-        own = derivatives is None
-        folder = (
-            locate_derivatives(self.run_dir, self.run_json, self.moved_derivatives) if own else derivatives
-        )
-        data = load_derivatives(folder, self.config.train.pool, tuple(self.config.data.features))
-        if own:
-            self._check_manifest(folder, data.manifest)
+        features = tuple(self.config.data.features)
+        if derivatives is not None:
+            folder = derivatives
+            data = load_derivatives(folder, self.config.train.pool, features)
+        else:  # the first recorded place whose images are the ones the run was trained on
+            candidates = derivatives_candidates(self.run_dir, self.run_json, self.moved_derivatives)
+            for number, folder in enumerate(candidates, start=1):
+                data = load_derivatives(folder, self.config.train.pool, features)
+                try:
+                    self._check_manifest(folder, data.manifest)
+                    break
+                except InputDataError:
+                    if number == len(candidates):
+                        raise
         shape = tuple(data.volumes.shape[2:])
         if shape != self.grid_shape or not np.allclose(data.affine, self.grid_affine, atol=1e-3):
             raise InputDataError(
@@ -83,7 +90,7 @@ def load_run(
     for name in ("config.yaml", "run.json", "split.tsv", "manifest.tsv"):
         if not (run_dir / name).is_file():
             raise MissingInputError(f"{run_dir}: no {name} (not a neurosepclr train run folder)")
-    config = load_config(run_dir / "config.yaml", legacy=True)
+    config = load_config(run_dir / "config.yaml")
     path = run_dir / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint == "best" and not path.is_file():
         path = run_dir / "checkpoints" / "last.pt"

@@ -58,8 +58,8 @@ from neurosepclr.training.distributed import (
     ranks_agree,
     shard,
 )
-from neurosepclr.training.probes import cluster_structure, probe_scores
 from neurosepclr.training.sampler import balanced_batch
+from neurosepclr.training.validation import cluster_structure, probe_scores
 from neurosepclr.training.views import apply_view, draw_view_params, select
 
 log = logging.getLogger("neurosepclr")
@@ -121,7 +121,7 @@ def attribute_tensor(table: pd.DataFrame, columns: list[str], train: np.ndarray)
 def selection_score(scores: dict[str, float], select: str = "diagnosis") -> float:
     """Best-checkpoint criterion. ``diagnosis``: salient patient-vs-control accuracy, minus what the
     common space still knows about the group (its accuracy above chance). ``clusters``: the
-    label-free cluster-structure score of :func:`~neurosepclr.training.probes.cluster_structure`."""
+    label-free cluster-structure score of :func:`~neurosepclr.training.validation.cluster_structure`."""
     if select == "clusters":
         value = scores.get("train/salient/cluster_score", float("nan"))
         return float("-inf") if math.isnan(value) else value
@@ -283,9 +283,9 @@ def projections(model, views, batch, local, ctx: DistContext, gathered: bool, au
     s1, s2 = out.salient_proj.float().chunk(2)
     if not gathered:
         return (c1, c2, s1, s2), batch[local]
-    gathered_views = tuple(gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
+    global_projections = tuple(gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
     ranks = [shard(np.arange(len(batch)), DistContext(r, ctx.world_size)) for r in range(ctx.world_size)]
-    return gathered_views, batch[np.concatenate(ranks)]
+    return global_projections, batch[np.concatenate(ranks)]
 
 
 def optimiser_step(opt: Optimisation, model, total: torch.Tensor, grad_clip: float) -> float:
@@ -306,7 +306,7 @@ def validation_scores(config: Config, net, data: CohortTensors, split, truth, de
         net, data.volumes, device, channels_last=config.train.channels_last, autocast=autocast
     )
     sub = config.subtype
-    rule = {"standardise": sub.standardise, "directions": sub.directions}
+    rule = {"standardise": sub.standardise, "directions": sub.cluster_directions()}
     scores = probe_scores(common, salient, data.table, split, truth, config.seed, **rule)
     return scores | cluster_structure(salient, data.table, split, sub.k_values(), config.seed, **rule)
 

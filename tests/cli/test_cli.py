@@ -122,3 +122,15 @@ def test_flags_are_described_by_their_config_keys(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "(config subtype.null_draws; default 5)" in text
     assert SubtypeConfig.__dataclass_fields__["null_draws"].metadata["help"].split(";")[0] in text
+
+
+def test_list_flags_take_one_token_unless_they_take_several():
+    from neurosepclr.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["subtype", "--k-range", "2-6", "RUN"])  # the run folder is not swallowed
+    assert str(args.run_dir) == "RUN" and args.flag_k_range == "2-6"
+    args = parser.parse_args(["subtype", "RUN", "--atlas", "aal", "aicha"])
+    assert args.flag_atlas == ["aal", "aicha"]
+    args = parser.parse_args(["preprocess", "B", "O", "--features", "t1", "gm", "--background", "CN,MCI"])
+    assert args.flag_features == ["t1", "gm"] and args.flag_background == "CN,MCI"

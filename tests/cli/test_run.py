@@ -120,3 +120,13 @@ def test_config_digest_covers_the_subtype_keys_that_choose_the_checkpoint():
         assert config_digest(load_config(SMOKE, ["train.select=clusters", change])) == config_digest(
             by_clusters
         ), change
+
+
+def test_runs_of_earlier_versions_keep_their_digest_so_they_still_resume():
+    """The digest of pipelines/smoke.yaml as version 8c893f5 computed it (before options were removed
+    and data.features added); a changed digest would refuse every earlier run's --resume."""
+    from neurosepclr.runfolder import config_digest
+
+    earlier = "923fc5ba124ad4f334cf09a8e51e1764d757af5feb72ad2ece337f2a1e44bdc8"
+    assert config_digest(load_config(SMOKE)) == earlier
+    assert config_digest(load_config(SMOKE, ["data.features=[t1, gm]"])) != earlier

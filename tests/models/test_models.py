@@ -77,9 +77,9 @@ def test_removed_options_are_refused_in_new_configs_and_dropped_from_old_run_fol
             load_config(None, [key])
     old = tmp_path / "config.yaml"
     old.write_text("model:\n  members: 1\n  downsample: max\nloss:\n  gamma_uniform: 1.0\n  proto_tau: 0.1\n")
-    assert load_config(old, legacy=True).model.encoder == "light_cnn"
+    assert load_config(old).model.encoder == "light_cnn"
     old.write_text("model:\n  members: 3\n")
     with pytest.raises(ConfigError, match=r"model\.members.*0007"):
-        load_config(old, legacy=True)
+        load_config(old)
     keys = build_model(load_config(None, ["model.widths=[4, 8]"]).model).state_dict()
     assert not any(".members." in key for key in keys)  # checkpoints of earlier versions still load

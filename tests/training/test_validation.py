@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from neurosepclr.training.loop import selection_score
-from neurosepclr.training.probes import cluster_structure, probe_scores
+from neurosepclr.training.validation import cluster_structure, probe_scores
 
 PATIENTS = {"standardise": "patients", "directions": False}
 
