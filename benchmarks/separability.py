@@ -89,10 +89,12 @@ def main() -> None:
     parser.add_argument("truth")
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--features", nargs="+", default=["t1"], help="input channels (data.features)")
     args = parser.parse_args()
+    features = tuple(args.features)
     truth = load_truth(args.truth)
 
-    full = load_derivatives(args.derivatives, 1)
+    full = load_derivatives(args.derivatives, 1, features)  # the oracle reads the first feature
     patients = full.is_target.numpy()
     subtype = scoring.subtype_labels(full.table, truth.table)
     reference = nib.Nifti1Image(full.volumes[0, 0].numpy(), full.affine)
@@ -148,7 +150,7 @@ def main() -> None:
         f"{balanced_accuracy_score(patients, dx):.3f}"
     )
 
-    data = load_derivatives(args.derivatives, args.pool)
+    data = load_derivatives(args.derivatives, args.pool, features)
     split = stratified_split(data.table["group"], 0.2, args.seed, data.table["participant_id"])
     train = split == "train"
     mean, spread = control_reference(data.volumes, torch.from_numpy(train) & ~data.is_target)
