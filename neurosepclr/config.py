@@ -756,32 +756,34 @@ def _apply_override(data: dict[str, Any], parts: list[str], value: Any) -> None:
     node[parts[-1]] = value
 
 
-# Options removed as unproven (docs/decisions/0007-structure.md), with the value that made each one a
-# no-op: a run folder written before the removal still loads when it kept that value.
-REMOVED_OPTIONS: dict[str, Any] = {
-    "model.members": 1,
-    "model.downsample": "max",
-    "loss.gamma_uniform": 1.0,
-    "loss.salient_prototypes": 0,
-    "loss.beta_proto": None,
-    "loss.proto_tau": None,
-    "loss.sinkhorn_eps": None,
-    "train.augment.cutout": 0.0,
-    "train.augment.deformation_vox": 0.0,
-    "train.augment.deformation_spacing_vox": None,
+# Options removed as unproven (docs/decisions/0007-structure.md): the default earlier versions wrote,
+# and whether only that default kept the option a no-op (False: it mattered only with another removed
+# option switched on). A config written before the removal still loads when it kept such values;
+# run digests hash the defaults, so earlier runs keep theirs (runfolder.config_digest).
+REMOVED_OPTIONS: dict[str, tuple[Any, bool]] = {
+    "model.members": (1, True),
+    "model.downsample": ("max", True),
+    "loss.gamma_uniform": (1.0, True),
+    "loss.salient_prototypes": (0, True),
+    "loss.beta_proto": (1.0, False),
+    "loss.proto_tau": (0.1, False),
+    "loss.sinkhorn_eps": (0.05, False),
+    "train.augment.cutout": (0.0, True),
+    "train.augment.deformation_vox": (0.0, True),
+    "train.augment.deformation_spacing_vox": (2.0, False),
 }
 
 
 def _drop_removed_options(data: dict[str, Any], source: str) -> None:
-    """Remove options of :data:`REMOVED_OPTIONS` that hold their no-op value (None: any value)."""
-    for dotted, neutral in REMOVED_OPTIONS.items():
+    """Remove the options of :data:`REMOVED_OPTIONS` that hold a no-op value; refuse the others."""
+    for dotted, (default, only_default) in REMOVED_OPTIONS.items():
         *sections, key = dotted.split(".")
         node: Any = data
         for section in sections:
             node = node.get(section) if isinstance(node, dict) else None
         if not isinstance(node, dict) or key not in node:
             continue
-        if neutral is not None and node[key] != neutral:
+        if only_default and node[key] != default:
             raise ConfigError(
                 f"{source}: {dotted}: {node[key]!r} uses an option removed in this version "
                 "(docs/decisions/0007-structure.md); retrain with a current config"

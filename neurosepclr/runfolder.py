@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from neurosepclr.config import Config, config_to_dict
+from neurosepclr.config import REMOVED_OPTIONS, Config, config_to_dict
 from neurosepclr.errors import MissingInputError
 from neurosepclr.io import atomic_write_text, sha256_json
 
@@ -26,20 +26,6 @@ TRAINING_SECTIONS = ("seed", "data", "model", "train", "loss")
 NOT_TRAINING_KEYS = {"train": ("steps", "eval_every", "checkpoint_every", "cache")}
 # subtype keys that choose the best checkpoint under train.select: clusters
 CHECKPOINT_SELECTION_KEYS = ("k", "k_range", "standardise", "directions")
-# The no-op values of the options removed in decision 0007, as run folders of earlier versions hashed
-# them, and data.features' default (added later): a run trained before either change keeps its digest,
-# so it still resumes and `neurosepclr run` still reuses it.
-EARLIER_DIGEST_KEYS = {
-    "model": {"members": 1, "downsample": "max"},
-    "loss": {
-        "gamma_uniform": 1.0,
-        "salient_prototypes": 0,
-        "beta_proto": 1.0,
-        "proto_tau": 0.1,
-        "sinkhorn_eps": 0.05,
-    },
-    "train": {"augment": {"cutout": 0.0, "deformation_vox": 0.0, "deformation_spacing_vox": 2.0}},
-}
 
 
 def config_digest(config: Config) -> str:
@@ -50,11 +36,16 @@ def config_digest(config: Config) -> str:
     for section, keys in NOT_TRAINING_KEYS.items():
         for key in keys:
             data[section].pop(key, None)
+    # a run trained before options were removed (decision 0007) or data.features added keeps its
+    # digest, so it still resumes and `neurosepclr run` still reuses it
     if data["data"]["features"] == ["t1"]:
         del data["data"]["features"]
-    for section, values in EARLIER_DIGEST_KEYS.items():
-        data[section] |= {k: v for k, v in values.items() if not isinstance(v, dict)}
-    data["train"]["augment"] |= EARLIER_DIGEST_KEYS["train"]["augment"]
+    for dotted, (default, _) in REMOVED_OPTIONS.items():
+        *sections, key = dotted.split(".")
+        node = data
+        for section in sections:
+            node = node[section]
+        node[key] = default
     if config.train.select == "clusters":
         subtype = config_to_dict(config.subtype)
         data["subtype"] = {key: subtype[key] for key in CHECKPOINT_SELECTION_KEYS}
