@@ -9,7 +9,7 @@ Field metadata understood by the validator:
 
 * ``help``: one line shown in docs and in ``neurosepclr config --explain``;
 * ``gt`` / ``ge`` / ``le``: numeric bounds (strictly greater, greater-or-equal, less-or-equal);
-* ``min_len``: minimum list length;
+* ``min_len``: minimum list length; ``unique``: no item twice (its value names the items);
 * ``flag`` and ``commands``: the command-line flag that sets the key, and the commands that take it
   (``--seed`` for simulate, subtype and evaluate…); ``aliases`` (words standing for values, such as
   ``auto`` for 0), ``separators`` (characters splitting a list value, one token: ``0.2,0.4``),
@@ -268,11 +268,10 @@ class DataConfig:
         "inputs of the encoders, one channel each, from those preprocess wrote (preprocess.features): "
         "t1, gm, gm_modulated, logjacobian",
         min_len=1,
+        unique="feature",
     )
 
     def validate(self, prefix: str) -> None:
-        if len(set(self.features)) != len(self.features):
-            raise ConfigError(f"{prefix}.features: each feature once, got {self.features}")
         overlap = sorted(set(self.background) & set(self.target))
         if overlap:
             raise ConfigError(f"{prefix}.target: values both background and target: {', '.join(overlap)}")
@@ -302,6 +301,7 @@ class PreprocessConfig:
         "determinant of the nonlinear warp: grey-matter volume per voxel, VBM), logjacobian (log-"
         "determinant of the warp, DBM); the last two need registration syn (switched on)",
         min_len=1,
+        unique="feature",
         flag="--features",
         many=True,
         commands=("preprocess",),
@@ -328,8 +328,6 @@ class PreprocessConfig:
             raise ConfigError(
                 f"{prefix}.resolution: must be one of 1, 1.5, 2, 3, 4 (mm), got {self.resolution}"
             )
-        if len(set(self.features)) != len(self.features):
-            raise ConfigError(f"{prefix}.features: each feature once, got {self.features}")
         if self.needs_warp() and self.registration == "none":
             raise ConfigError(
                 f"{prefix}.features: {', '.join(WARP_FEATURES & set(self.features))} need a nonlinear "
@@ -665,6 +663,8 @@ def _coerce(value: Any, annotation: Any, key: str, meta: dict[str, Any]) -> Any:
             raise ConfigError(f"{key}: expected a list, got {_kind(value)} {value!r}")
         if len(value) < meta.get("min_len", 0):
             raise ConfigError(f"{key}: needs at least {meta['min_len']} items")
+        if "unique" in meta and len(set(map(str, value))) != len(value):
+            raise ConfigError(f"{key}: each {meta['unique']} once, got {value}")
         return [_coerce(v, item_type, f"{key}[{i}]", meta) for i, v in enumerate(value)]
     if annotation is bool:
         if not isinstance(value, bool):
