@@ -124,6 +124,11 @@ def output_paths(participant_id: str, session_id: str, resolution: float) -> dic
 MORPHOMETRY = ("gm", "gm_modulated", "logjacobian")
 
 
+def morphometry_features(cfg: PreprocessConfig) -> list[str]:
+    """The morphometry maps ``preprocess.features`` asks for, in its order."""
+    return [name for name in cfg.features if name in MORPHOMETRY]
+
+
 def robust_normalise(data: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """(x − median) / IQR inside the brain mask, 0 outside; raises on a flat brain."""
     values = data[mask]
@@ -306,7 +311,7 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             meta = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):
             meta = {}
-        wanted = ("preproc", "mask", "qc_png", *(f for f in cfg.features if f in MORPHOMETRY))
+        wanted = ("preproc", "mask", "qc_png", *morphometry_features(cfg))
         outputs_there = all((out / paths[k]).is_file() for k in wanted)
         if meta.get("InputSHA256") == input_hash and meta.get("ParamsSHA256") == phash and outputs_there:
             return {**meta["QC"], **meta.get("TissueVolumes", {}), "cached": True}
@@ -331,13 +336,13 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             "warnings": " | ".join(validated.warnings) if validated.warnings else "n/a",
         }
         maps, volumes = {}, {}
-        if any(f in MORPHOMETRY for f in cfg.features):
+        written = morphometry_features(cfg)
+        if written:
             try:
                 maps, volumes = morphometry(warped, transforms, grid, work)
             except ValueError as exc:
                 raise InputDataError(f"{pid}: {row['path']}: morphometry failed: {exc}") from None
         atomic_write_bytes(out / paths["preproc"], nifti_gz_bytes(grid.image(normalised)))
-        written = [name for name in cfg.features if name in MORPHOMETRY]
         for name in written:
             atomic_write_bytes(out / paths[name], nifti_gz_bytes(grid.image(maps[name])))
         atomic_write_bytes(out / paths["mask"], nifti_gz_bytes(grid.image(grid.brain, dtype=np.uint8)))
@@ -501,7 +506,7 @@ def _write_dataset_files(
         ],
     )
     keys = list(zip(table["participant_id"], table["session_id"], strict=True))
-    for position, name in enumerate(f for f in cfg.features if f in MORPHOMETRY):
+    for position, name in enumerate(morphometry_features(cfg)):
         table.insert(
             4 + position, name, [output_paths(p, s, cfg.resolution)[name].as_posix() for p, s in keys]
         )

@@ -105,14 +105,7 @@ def derivatives_manifest(
     columns = feature_columns(table, features, root)
     hashes = []
     for row in table.to_dict(orient="records"):
-        per_feature = []
-        for column in columns:
-            path = root / row[column]
-            if not path.is_file():
-                raise MissingInputError(
-                    f"{row['participant_id']}: {row[column]}: preprocessed image not found"
-                )
-            per_feature.append(sha256_bytes(path.read_bytes()))
+        per_feature = [sha256_bytes(_image_bytes(root, row["participant_id"], row[c])) for c in columns]
         hashes.append(subject_hash(per_feature, features))
     return _manifest(table, columns, hashes)
 
@@ -170,14 +163,19 @@ def load_derivatives(
     return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(grid[0], pool), manifest)
 
 
-def _read_volume(root: Path, participant: str, relative: str, grid: list) -> tuple[np.ndarray, bytes]:
-    """One preprocessed image as float32 and its raw bytes; checks it is finite and on the grid of
-    the first image read (``grid``, filled on the first call)."""
+def _image_bytes(root: Path, participant: str, relative: str) -> bytes:
+    """The bytes of one preprocessed image named in cohort.tsv; a missing file is an input error."""
     path = root / relative
     if not path.is_file():
         raise MissingInputError(f"{participant}: {relative}: preprocessed image not found")
-    raw = path.read_bytes()
-    img = nib.Nifti1Image.from_bytes(_gunzip(raw, path))
+    return path.read_bytes()
+
+
+def _read_volume(root: Path, participant: str, relative: str, grid: list) -> tuple[np.ndarray, bytes]:
+    """One preprocessed image as float32 and its raw bytes; checks it is finite and on the grid of
+    the first image read (``grid``, filled on the first call)."""
+    raw = _image_bytes(root, participant, relative)
+    img = nib.Nifti1Image.from_bytes(_gunzip(raw, root / relative))
     if not grid:
         grid.extend([img.affine, img.shape])
     elif img.shape != grid[1] or not np.allclose(img.affine, grid[0], atol=1e-4):
