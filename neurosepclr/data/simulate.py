@@ -5,9 +5,10 @@ Every subject starts from the template (nilearn's wheel) and receives, in this o
 1. **salient factors** (patients only): atrophy ``severity × territory`` in the AAL3 regions of its
    subtype, with tapered edges and, with ``spatial_variability > 0``, a random subset of the
    regions and a smooth random modulation. ``atrophy: volume`` (default) shrinks the territory's
-   grey matter (a smooth local contraction: its edges retreat by up to ``VOLUME_RETREAT_MM ×
-   severity``, so the cortex thins and CSF and white matter take the space) and adds a
-   partial-volume loss of half the severity; ``atrophy: intensity`` is the partial-volume loss alone;
+   grey matter (a smooth, one-to-one local contraction: its edges retreat by up to
+   ``VOLUME_RETREAT_MM × severity``, so the cortex thins and CSF and white matter take the space)
+   and adds a small partial-volume loss (``VOLUME_PARTIAL_SHARE × severity``); ``atrophy:
+   intensity`` is a partial-volume loss of the whole severity alone;
 2. **common factors** (everyone): global grey-matter thinning and ventricle/CSF enlargement with
    age, head size with sex, and an individual smooth anatomical deformation;
 3. **acquisition** (everyone): in ``native`` geometry a scanner grid of its own (voxel size,
@@ -52,9 +53,10 @@ INTENSITY_SCALE = 1000.0  # template WM ≈ 0.85 → about 850 in the written in
 AGE_GM_LOSS_PER_YEAR = 0.004  # fraction of GM lost per year after 50 (cross-sectional 0.2–0.5 %/yr)
 AGE_VENTRICLE_PER_YEAR = 0.004  # radial expansion of the periventricular region per year after 50
 TAPER_MM = 2.0
-VOLUME_RETREAT_MM = 4.0  # atrophy: volume — largest retreat of grey matter per unit of severity
-VOLUME_SMOOTH_MM = 2.0  # smoothing of the territory's grey matter before its gradient
-VOLUME_PARTIAL_SHARE = 0.5  # atrophy: volume — the partial-volume loss, as a share of the severity
+VOLUME_RETREAT_MM = 10.0  # atrophy: volume — largest retreat of grey matter per unit of severity
+VOLUME_SMOOTH_MM = 3.0  # smoothing of the territory's grey matter before its gradient
+VOLUME_PARTIAL_SHARE = 0.15  # atrophy: volume — the partial-volume loss, as a share of the severity
+VOLUME_SQUARINGS = 6  # scaling and squaring steps that make the contraction one-to-one
 
 
 @dataclass(frozen=True)
@@ -188,15 +190,30 @@ def contraction_field(atrophy: np.ndarray, gm: np.ndarray, resolution: float) ->
     ``atrophy`` > 0: the cortex thins and subcortical nuclei shrink, CSF and white matter take
     the space.
 
-    ``u = −κ ∇(G_σ ∗ (atrophy · gm))``: sampling ``anatomy(x + u(x))`` reads, at the edges of the
-    territory's grey matter, from the neighbouring CSF or white matter, so its grey matter is
-    squeezed (the Jacobian of x ↦ x + u is above 1 inside it, below 1 around it). κ is set so that
-    a sharp edge of severity s retreats by ``VOLUME_RETREAT_MM × s`` at most.
+    The velocity ``v = −κ ∇(G_σ ∗ (atrophy · gm))`` points away from the territory's grey matter,
+    so sampling ``anatomy(x + u(x))`` reads, at its edges, from the neighbouring CSF or white
+    matter: its grey matter is squeezed. κ is set so that a sharp edge of severity s retreats by
+    about ``VOLUME_RETREAT_MM × s``. ``u = exp(v)`` by scaling and squaring (Arsigny et al. 2006),
+    so the map is one-to-one (Jacobian > 0) whatever the severity.
     """
     sigma = VOLUME_SMOOTH_MM / resolution
     smoothed = ndimage.gaussian_filter((atrophy * gm).astype(np.float32), sigma)
     kappa = VOLUME_RETREAT_MM / resolution * sigma * np.sqrt(2.0 * np.pi)
-    return -kappa * np.stack(np.gradient(smoothed)).astype(np.float32)
+    velocity = -kappa * np.stack(np.gradient(smoothed)).astype(np.float32)
+    return exponentiate(velocity, VOLUME_SQUARINGS)
+
+
+def exponentiate(velocity: np.ndarray, squarings: int) -> np.ndarray:
+    """Displacement of the flow of a stationary velocity field (3, *shape), in voxels, after unit
+    time: start from v / 2^n and compose the map with itself n times, u ← u + u ∘ (x + u)."""
+    displacement = velocity / float(2**squarings)
+    grid = np.indices(velocity.shape[1:], dtype=np.float32)
+    for _ in range(squarings):
+        coords = grid + displacement
+        displacement = displacement + np.stack(
+            [ndimage.map_coordinates(c, coords, order=1, mode="nearest") for c in displacement]
+        )
+    return displacement.astype(np.float32)
 
 
 def pullback_jacobian(displacement: np.ndarray) -> np.ndarray:
