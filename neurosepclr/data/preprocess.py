@@ -13,6 +13,7 @@ content and parameters are unchanged (cache keyed by content, not by path).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -195,6 +196,17 @@ def register_to_template(
     return warped.numpy(), list(reg["fwdtransforms"])
 
 
+@contextlib.contextmanager
+def temporary_files_in(folder: Path):
+    """Send ``tempfile``'s files to ``folder`` (removed with it) while a library call runs."""
+    previous = tempfile.tempdir
+    tempfile.tempdir = str(folder)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def tissue_probabilities(warped: np.ndarray, grid: OutputGrid, work: Path) -> dict[str, np.ndarray]:
     """CSF, GM and WM probabilities of a T1w image already on the template grid: ANTs Atropos with
     the template's tissue maps as priors (nilearn ships GM and WM; CSF = brain mask − GM − WM,
@@ -207,7 +219,8 @@ def tissue_probabilities(warped: np.ndarray, grid: OutputGrid, work: Path) -> di
         _to_ants(grid.image(p), work, f"prior_{n}")
         for n, p in (("csf", grid.csf), ("gm", grid.gm), ("wm", grid.wm))
     ]
-    result = ants.atropos(a=image, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]", priorweight=0.25)
+    with temporary_files_in(work):  # ANTsPy's atropos writes the priors to the temp dir, never removed
+        result = ants.atropos(a=image, x=mask, i=priors, m="[0.1,1x1x1]", c="[5,0]", priorweight=0.25)
     maps = [np.clip(p.numpy(), 0.0, 1.0) * grid.brain for p in result["probabilityimages"]]
     return dict(zip(("csf", "gm", "wm"), maps, strict=True))
 

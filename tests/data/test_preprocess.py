@@ -277,6 +277,21 @@ def test_modulated_grey_matter_measures_the_shrinkage_that_registration_hides(mo
     assert abs(modulated - recorded) < 0.06 and unmodulated > -0.06, (modulated, recorded, unmodulated)
 
 
+def test_segmentation_leaves_no_file_in_the_temp_dir(tmp_path, monkeypatch):
+    import tempfile
+
+    from neurosepclr.data.preprocess import tissue_probabilities
+
+    system_temp, work = tmp_path / "system", tmp_path / "work"
+    system_temp.mkdir()
+    work.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(system_temp))
+    grid = analysis_grid(4.0, 4.0)
+    maps = tissue_probabilities(grid.t1, grid, work)
+    assert sorted(system_temp.iterdir()) == []  # ANTsPy's prior files went to the work folder
+    assert maps["gm"][grid.brain].mean() > 0.2 and maps["wm"][grid.brain].mean() > 0.2
+
+
 def test_warp_features_need_a_warp(capsys):
     from neurosepclr.config import load_config
     from neurosepclr.errors import ConfigError
