@@ -273,7 +273,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     from neurosepclr.data.preprocess import preprocess
     from neurosepclr.io import attach_log_file
 
-    mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
+    mapping = GroupMapping.from_config(config.data)
     cohort = build_cohort(args.bids_dir, mapping, args.participant_label)
     _lock(args, args.out_dir, "preprocess")
     log_path = attach_log_file(args.out_dir, "preprocess")

@@ -31,7 +31,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from neurosepclr.errors import ConfigError, MissingInputError
+from neurosepclr.errors import ConfigError, MissingInputError, UsageError
 
 MAX_CONFIG_BYTES = 1_000_000
 
@@ -263,6 +263,12 @@ class DataConfig:
         flag="--target",
         commands=("preprocess",),
     )
+    exclude: list[str] = _opt(
+        [],
+        "values of group_column to leave out (e.g. MCI): those participants are not processed",
+        flag="--exclude",
+        commands=("preprocess",),
+    )
     features: list[Feature] = _opt(
         ["t1"],
         "inputs of the encoders, one channel each, from those preprocess wrote (preprocess.features): "
@@ -275,6 +281,9 @@ class DataConfig:
         overlap = sorted(set(self.background) & set(self.target))
         if overlap:
             raise ConfigError(f"{prefix}.target: values both background and target: {', '.join(overlap)}")
+        overlap = sorted(set(self.exclude) & (set(self.background) | set(self.target)))
+        if overlap:
+            raise ConfigError(f"{prefix}.exclude: values also background or target: {', '.join(overlap)}")
 
 
 WARP_FEATURES = {"gm_modulated", "logjacobian"}  # measured on the nonlinear warp
@@ -612,9 +621,31 @@ def safe_load_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: config larger than {MAX_CONFIG_BYTES} bytes")
     try:
         return yaml.load(text, Loader=_StrictSafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{source}, line {mark.line + 1}, column {mark.column + 1}" if mark else source
+        raise ConfigError(f"{where}: not valid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         reason = str(exc).replace("\n", " ")
-        raise ConfigError(f"{source}: not a valid neurosepclr YAML config: {reason}") from None
+        raise ConfigError(f"{source}: not valid YAML: {reason}") from None
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Line number (1-based) of every dotted key of a YAML mapping, for error messages."""
+    lines: dict[str, int] = {}
+
+    def walk(node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                dotted = f"{prefix}.{key.value}" if prefix else str(key.value)
+                lines[dotted] = key.start_mark.line + 1
+                walk(value, dotted)
+
+    try:
+        walk(yaml.compose(text, Loader=_StrictSafeLoader), "")
+    except yaml.YAMLError:
+        pass
+    return lines
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -659,6 +690,8 @@ def _coerce(value: Any, annotation: Any, key: str, meta: dict[str, Any]) -> Any:
         return value
     if origin is list:
         (item_type,) = get_args(annotation)
+        if not isinstance(value, list) and not dataclasses.is_dataclass(item_type):
+            value = _as_list(value, item_type, key, meta)
         if not isinstance(value, list):
             raise ConfigError(f"{key}: expected a list, got {_kind(value)} {value!r}")
         if len(value) < meta.get("min_len", 0):
@@ -692,6 +725,18 @@ def _coerce(value: Any, annotation: Any, key: str, meta: dict[str, Any]) -> Any:
     raise TypeError(f"unsupported config annotation {annotation!r} for {key}")  # programming error
 
 
+def _as_list(value: Any, item_type: Any, key: str, meta: dict[str, Any]) -> Any:
+    """One value given for a list key: a string is split on the key's separators (``AD,MCI``,
+    ``0.2,0.4``), any other scalar becomes a list of one; a mapping stays what it is (an error)."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in re.split("[" + re.escape(meta.get("separators", ",")) + "]", value)]
+        parts = [p for p in parts if p]
+        return parts if item_type is str else [safe_load_yaml(p, key) for p in parts]
+    if isinstance(value, (bool, int, float)):
+        return [value]
+    return value
+
+
 def _check_bounds(value: float, key: str, meta: dict[str, Any]) -> None:
     if "gt" in meta and not value > meta["gt"]:
         raise ConfigError(f"{key}: must be > {meta['gt']}, got {value!r}")
@@ -699,6 +744,17 @@ def _check_bounds(value: float, key: str, meta: dict[str, Any]) -> None:
         raise ConfigError(f"{key}: must be >= {meta['ge']}, got {value!r}")
     if "le" in meta and not value <= meta["le"]:
         raise ConfigError(f"{key}: must be <= {meta['le']}, got {value!r}")
+
+
+def _did_you_mean(key: str, prefix: str, fields: dict[str, Any]) -> str:
+    """`` (did you mean train.steps?)``: a close name in this section, or the same name in another."""
+    import difflib
+
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.7)
+    if close:
+        return f" (did you mean {prefix + '.' if prefix else ''}{close[0]}?)"
+    elsewhere = [row[0] for row in describe_fields() if row[0].rsplit(".", 1)[-1] == key]
+    return f" (did you mean {' or '.join(elsewhere)}?)" if elsewhere else ""
 
 
 def _build(cls: type, data: Any, prefix: str) -> Any:
@@ -714,7 +770,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if key not in fields:
             dotted = f"{prefix}.{key}" if prefix else str(key)
             known = ", ".join(sorted(fields))
-            raise ConfigError(f"{dotted}: unknown key (known keys here: {known})")
+            raise ConfigError(
+                f"{dotted}: unknown key{_did_you_mean(str(key), prefix, fields)} (known keys here: {known})"
+            )
     values = {}
     for name, f in fields.items():
         dotted = f"{prefix}.{name}" if prefix else name
@@ -734,12 +792,12 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def parse_override(text: str) -> tuple[list[str], Any]:
     """Parse ``key.sub=value``; the value is read as one YAML scalar/list (``[age, sex]``)."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected key=value (e.g. loss.tau=0.3)")
+        raise UsageError(f"--set {text!r}: expected KEY=VALUE (e.g. --set loss.tau=0.3)")
     key, raw = text.split("=", 1)
     key = key.strip()
     parts = key.split(".")
     if not key or any(not p for p in parts):
-        raise ConfigError(f"--set {text!r}: empty key")
+        raise UsageError(f"--set {text!r}: empty key (expected KEY=VALUE, e.g. --set loss.tau=0.3)")
     value = safe_load_yaml(raw, f"--set {key}") if raw.strip() else ""
     return parts, value
 
@@ -801,12 +859,24 @@ def load_config(
     (:data:`REMOVED_OPTIONS`) are dropped from the file when they hold their no-op value."""
     data: dict[str, Any] = read_config_file(path) if path is not None else {}
     _drop_removed_options(data, str(path))  # a config written by an earlier version (a run folder's)
+    overridden = set()
     for text in overrides:
         parts, value = parse_override(text)
         _apply_override(data, parts, value)
+        overridden.add(".".join(parts))
     for dotted, value in (values or {}).items():
         _apply_override(data, dotted.split("."), value)
-    return _build(Config, data, "")
+        overridden.add(dotted)
+    try:
+        return _build(Config, data, "")
+    except ConfigError as exc:
+        key = re.sub(r"\[\d+\]$", "", str(exc).split(":", 1)[0])
+        if path is None or key in overridden:
+            raise
+        line = key_lines(Path(path).read_text(encoding="utf-8")).get(key)
+        if line is None:
+            raise
+        raise ConfigError(f"{path}, line {line}: {exc}") from None
 
 
 def config_field(dotted: str) -> tuple[dataclasses.Field, Any]:

@@ -89,7 +89,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
             f"{config.preprocess.features}; add them there"
         )
     derivatives = work / "derivatives"
-    mapping = GroupMapping(config.data.group_column, tuple(config.data.background), tuple(config.data.target))
+    mapping = GroupMapping.from_config(config.data)
     cohort = build_cohort(bids, mapping, None)
     log.info("preprocess: %d image(s) into %s", len(cohort), derivatives)
     preprocess(

@@ -23,7 +23,10 @@ from neurosepclr.io import atomic_write_text, sha256_json
 
 # Config sections that change the trained weights, and keys inside them that do not.
 TRAINING_SECTIONS = ("seed", "data", "model", "train", "loss")
-NOT_TRAINING_KEYS = {"train": ("steps", "eval_every", "checkpoint_every", "cache")}
+NOT_TRAINING_KEYS = {
+    "train": ("steps", "eval_every", "checkpoint_every", "cache"),
+    "data": ("exclude",),  # chooses who preprocess keeps; training reads the cohort table
+}
 # subtype keys that choose the best checkpoint under train.select: clusters
 CHECKPOINT_SELECTION_KEYS = ("k", "k_range", "standardise", "directions")
 

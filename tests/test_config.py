@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from neurosepclr.config import Config, describe_fields, dump_config, load_config, parse_override
-from neurosepclr.errors import ConfigError, MissingInputError
+from neurosepclr.errors import ConfigError, MissingInputError, UsageError
 
 PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
 
@@ -39,7 +39,7 @@ def test_defaults_then_file_then_overrides(tmp_path):
             ["loss.common=vicreg"],
             "loss.common: must be one of infomax, nt_xent, y_aware, conditional, decoupled",
         ),
-        (["loss.metadata=age"], "loss.metadata: expected a list"),
+        (["loss.metadata={age: 1}"], "loss.metadata: expected a list"),
         (["loss.metadata=[age]"], "loss.metadata_sigma: needs one bandwidth per metadata column"),
         (["loss.common=y_aware"], "loss.metadata: common objective 'y_aware' needs"),
         (["loss.metadata=[age]", "loss.metadata_sigma=[-1]"], r"loss.metadata_sigma\[0\]: must be > 0"),
@@ -52,7 +52,6 @@ def test_defaults_then_file_then_overrides(tmp_path):
         (["loss.tau.x=3"], "loss.tau: expected a number, got dict"),
         (["seed.x=3"], "seed: expected an integer, got dict"),
         (["seed=1", "seed.x=3"], "seed is not a section"),
-        (["novalue"], "expected key=value"),
     ],
 )
 def test_bad_values_name_the_key(overrides, message):
@@ -63,16 +62,43 @@ def test_bad_values_name_the_key(overrides, message):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("seed: !!python/object/apply:os.system ['touch pwned']\n", "not a valid neurosepclr YAML"),
+        ("seed: !!python/object/apply:os.system ['touch pwned']\n", "line 1, column 7: not valid YAML"),
         ("a: &x [1, 2]\nb: *x\n", "aliases"),
         ("- 1\n- 2\n", "top level must be a mapping"),
-        ("loss: {tau: [unclosed\n", "not a valid neurosepclr YAML"),
+        ("loss: {tau: [unclosed\n", "line 2, column 1: not valid YAML"),
     ],
 )
 def test_unsafe_or_malformed_yaml_is_refused(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, text))
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_bad_value_in_a_file_names_the_file_and_line(tmp_path):
+    path = write(tmp_path, "seed: 1\ntrain:\n  lr: 1.0e-3\n  steps: ten\n")
+    with pytest.raises(ConfigError, match=r"c.yaml, line 4: train.steps: expected an integer"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"^train.steps: expected an integer"):  # --set: no file line
+        load_config(path, ["train.steps=ten"])
+
+
+def test_unknown_keys_suggest_the_key_meant():
+    with pytest.raises(ConfigError, match=r"data.targt: unknown key \(did you mean data.target\?\)"):
+        load_config(None, ["data.targt=[AD]"])
+    with pytest.raises(ConfigError, match=r"train.tau: unknown key \(did you mean loss.tau\?\)"):
+        load_config(None, ["train.tau=0.1"])
+
+
+def test_a_set_without_value_is_a_usage_error():
+    with pytest.raises(UsageError, match="expected KEY=VALUE"):
+        load_config(None, ["novalue"])
+
+
+def test_list_keys_take_one_value_or_a_comma_separated_string(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  background: CN\n"), ["data.target=AD,MCI"])
+    assert cfg.data.background == ["CN"] and cfg.data.target == ["AD", "MCI"]
+    assert load_config(None, ["simulate.severity=0.1, 0.3"]).simulate.severity == [0.1, 0.3]
+    assert load_config(None, ["loss.metadata=age", "loss.metadata_sigma=5"]).loss.metadata_sigma == [5.0]
 
 
 def test_alias_bomb_is_refused_quickly(tmp_path):

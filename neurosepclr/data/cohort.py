@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from neurosepclr.errors import InputDataError, MissingInputError
+
+log = logging.getLogger("neurosepclr")
 
 ID_PATTERN = re.compile(r"^sub-[A-Za-z0-9]+$")
 SESSION_PATTERN = re.compile(r"^ses-[A-Za-z0-9]+$")
@@ -33,11 +36,36 @@ class GroupMapping:
     column: str = "diagnosis"
     background: tuple[str, ...] = ("CN",)
     target: tuple[str, ...] = ("PT",)
+    exclude: tuple[str, ...] = ()  # values whose participants are left out
 
     def __post_init__(self) -> None:
         overlap = set(self.background) & set(self.target)
         if overlap:
             raise InputDataError(f"group values both background and target: {', '.join(sorted(overlap))}")
+
+    @classmethod
+    def from_config(cls, data) -> GroupMapping:
+        """The mapping of a :class:`~neurosepclr.config.DataConfig`."""
+        return cls(data.group_column, tuple(data.background), tuple(data.target), tuple(data.exclude))
+
+
+def _unmapped_groups(ids: pd.Series, values: pd.Series, mapping: GroupMapping) -> str | None:
+    """One line listing the group values that are neither background, target nor excluded, with
+    how many participants hold each and how to map or leave them out; None when all are mapped."""
+    known = set(mapping.background) | set(mapping.target) | set(mapping.exclude)
+    shown = values.map(lambda v: "n/a (missing)" if pd.isna(v) else repr(v))
+    unmapped = ~values.map(lambda v: not pd.isna(v) and v in known).astype(bool)
+    if not unmapped.any():
+        return None
+    found = []
+    for value, who in ids[unmapped].groupby(shown[unmapped], sort=True):
+        first = ", ".join(who.iloc[:3]) + (", …" if len(who) > 3 else "")
+        found.append(f"{value} ({len(who)}: {first})")
+    return (
+        f"{mapping.column} values that are neither background ({', '.join(mapping.background)}) nor "
+        f"target ({', '.join(mapping.target)}): {'; '.join(found)}; map them with --background/--target "
+        "(data.background, data.target) or leave them out with --exclude (data.exclude)"
+    )
 
 
 def _summarise(problems: list[str], source: str, limit: int = 8) -> str:
@@ -50,7 +78,10 @@ def read_participants(path: Path) -> pd.DataFrame:
     """Read ``participants.tsv`` strictly: UTF-8 (a BOM is accepted), tab-separated, rectangular,
     unique column names, every value kept as a string (``n/a`` → missing)."""
     if not path.is_file():
-        raise MissingInputError(f"{path.name}: not found in {path.parent}")
+        raise MissingInputError(
+            f"{path.name}: not found in {path.parent}; a BIDS dataset needs one (tab-separated, columns "
+            "participant_id and the group column, diagnosis by default): see docs/data.md"
+        )
     if path.stat().st_size > MAX_TABLE_BYTES:
         raise InputDataError(f"{path.name}: larger than {MAX_TABLE_BYTES} bytes")
     raw = path.read_bytes()
@@ -129,22 +160,21 @@ def build_cohort(
     for pid in sorted(set(ids[ids.duplicated()])):
         lines = [str(i + 2) for i in ids.index[ids == pid]]
         problems.append(f"lines {', '.join(lines)}: duplicate participant_id {pid}")
-    allowed = set(mapping.background) | set(mapping.target)
-    for number, (pid, value) in enumerate(zip(ids, participants[mapping.column], strict=True), start=2):
-        if pd.isna(value) or value not in allowed:
-            shown = "missing" if pd.isna(value) else repr(value)
-            problems.append(
-                f"line {number} {pid}: {mapping.column} {shown} is neither background "
-                f"({', '.join(mapping.background)}) nor target ({', '.join(mapping.target)})"
-            )
+    unmapped = _unmapped_groups(ids, participants[mapping.column], mapping)
+    if unmapped:
+        problems.append(unmapped)
+    left_out = set(ids[participants[mapping.column].isin(mapping.exclude)])
+    if left_out:
+        log.info("leaving out %d participant(s) with %s in data.exclude", len(left_out), mapping.column)
 
     if participant_labels:
         wanted = {label if label.startswith("sub-") else f"sub-{label}" for label in participant_labels}
         missing = sorted(wanted - set(ids))
         if missing:
             problems.append(f"--participant-label not in participants.tsv: {', '.join(missing)}")
+        wanted -= left_out
     else:
-        wanted = set(ids)
+        wanted = set(ids) - left_out
 
     images = _find_images(root)
     rows = []

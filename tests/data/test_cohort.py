@@ -65,13 +65,32 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert "\n" not in message
     for expected in [
         "lines 2, 3: duplicate participant_id sub-01",
-        "line 4 sub-02: diagnosis 'XX' is neither background (CN) nor target (PT)",
+        "diagnosis values that are neither background (CN) nor target (PT): "
+        "'XX' (1: sub-02); n/a (missing) (1: sub-05); map them with --background/--target",
+        "leave them out with --exclude (data.exclude)",
         "line 5: participant_id 'sub_3' is not a BIDS label",
-        "line 7 sub-05: diagnosis missing",
         "sub-06/anat/sub-06_T1w.nii.gz: image of sub-06, who has no row in participants.tsv",
         "sub-04: no T1w image found",
     ]:
         assert expected in message, expected
+
+
+def test_excluded_groups_are_left_out_and_unmapped_ones_listed_with_the_fix(tmp_path):
+    rows = [("sub-01", "CN"), ("sub-02", "AD"), ("sub-03", "MCI"), ("sub-04", "MCI"), ("sub-05", "AD")]
+    root = write_bids(tmp_path / "bids", rows)
+    with pytest.raises(InputDataError) as caught:
+        build_cohort(root, GroupMapping("diagnosis", ("CN",), ("AD",)))
+    assert "'MCI' (2: sub-03, sub-04)" in str(caught.value) and "--exclude" in str(caught.value)
+    frame = build_cohort(root, GroupMapping("diagnosis", ("CN",), ("AD",), exclude=("MCI",))).frame
+    assert frame["participant_id"].tolist() == ["sub-01", "sub-02", "sub-05"]
+    assert frame["group"].tolist() == ["background", "target", "target"]
+
+
+def test_missing_participants_table_says_what_it_needs(tmp_path):
+    root = write_bids(tmp_path / "bids", ROWS)
+    (root / "participants.tsv").unlink()
+    with pytest.raises(MissingInputError, match="participant_id and the group column.*docs/data.md"):
+        build_cohort(root)
 
 
 def test_ids_stay_strings_and_text_encodings(tmp_path):
