@@ -178,7 +178,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from neurosepclr.data.simulate import simulate
 
     out = simulate(
-        config, args.out_dir, n_jobs=config.pipeline.n_jobs, force=args.force, progress=not args.quiet
+        config, args.out_dir, n_jobs=config.pipeline.workers(), force=args.force, progress=not args.quiet
     )
     print(out)
     return ExitCode.OK
@@ -221,8 +221,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipeline = args.pipeline or args.config
     config = _resolve_config(args, pipeline)
     from neurosepclr.io import attach_log_file
-    from neurosepclr.pipeline import run_pipeline, work_dir_for
+    from neurosepclr.pipeline import check_pipeline_inputs, run_pipeline, work_dir_for
 
+    check_pipeline_inputs(config)  # before the work folder is created
     work = work_dir_for(config, pipeline)
     _lock(args, work, "run")
     log_path = attach_log_file(work, "run")
@@ -270,9 +271,12 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     from neurosepclr.data.cohort import GroupMapping, build_cohort
-    from neurosepclr.data.preprocess import preprocess
+    from neurosepclr.data.preprocess import check_output_dir, preprocess
+    from neurosepclr.errors import require
     from neurosepclr.io import attach_log_file
 
+    require("ants", "preprocess", "neurosepclr preprocess")  # nothing is written before these checks
+    check_output_dir(args.out_dir)
     mapping = GroupMapping.from_config(config.data)
     cohort = build_cohort(args.bids_dir, mapping, args.participant_label)
     _lock(args, args.out_dir, "preprocess")
@@ -284,7 +288,7 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
         cohort,
         args.out_dir,
         config,
-        n_jobs=config.pipeline.n_jobs,
+        n_jobs=config.pipeline.workers(),
         skip_bad=config.pipeline.skip_bad,
         progress=not args.quiet,
     )
@@ -303,10 +307,11 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
     from neurosepclr.io import attach_log_file
-    from neurosepclr.training.loop import train
+    from neurosepclr.training.loop import check_run_dir, train
 
     if not (args.derivatives / "cohort.tsv").is_file():
         raise MissingInputError(f"{args.derivatives}: no cohort.tsv (run neurosepclr preprocess first)")
+    check_run_dir(args.run_dir, args.resume, args.force)  # before the log file is written into it
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone holds the run folder
         _lock(args, args.run_dir, "train")
     log_path = attach_log_file(args.run_dir, "train")
@@ -459,8 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive analysis of 3D T1w MRI with SepCLR: separate what patients share "
         "with controls (common space) from what is specific to patients (salient space), then "
         "find disease subtypes.",
-        epilog="Exit codes: 0 ok, 64 usage, 65 bad input data, 66 missing input, 70 internal "
-        "error, 73 cannot create output, 74 I/O error, 75 temporary failure, 78 bad configuration.",
+        epilog="Exit codes: 0 ok, 64 usage, 65 bad input data, 66 missing input, 69 missing optional "
+        "dependency, 70 internal error, 73 cannot create output, 74 I/O error, 75 temporary failure, "
+        "78 bad configuration.",
     )
     parser.add_argument("--version", action="version", version=f"neurosepclr {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and debug messages")

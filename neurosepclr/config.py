@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
 import re
 import types
 import typing
@@ -550,8 +551,9 @@ class PipelineConfig:
     truth: str = _opt("", "truth folder for evaluate; empty: the simulated cohort's, none for real data")
     n_jobs: int = _opt(
         2,
-        "parallel worker processes of simulate and preprocess",
-        ge=1,
+        "parallel worker processes of simulate and preprocess; 0 (or auto): one per CPU core",
+        ge=0,
+        aliases={"auto": 0},
         flag="--n-jobs",
         commands=("simulate", "preprocess"),
     )
@@ -561,6 +563,14 @@ class PipelineConfig:
         flag="--skip-bad",
         commands=("preprocess",),
     )
+
+    def workers(self) -> int:
+        """``n_jobs`` with 0 resolved to the CPU cores this process may use."""
+        if self.n_jobs:
+            return self.n_jobs
+        if hasattr(os, "sched_getaffinity"):
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
 
 @dataclass

@@ -16,6 +16,7 @@ class ExitCode(IntEnum):
     USAGE = 64
     DATA = 65
     NO_INPUT = 66
+    UNAVAILABLE = 69
     SOFTWARE = 70
     CANT_CREATE = 73
     IO = 74
@@ -69,3 +70,21 @@ class ConfigError(NeurosepclrError):
     """Invalid configuration: unknown key, wrong type, out-of-range value, unsafe YAML."""
 
     exit_code = ExitCode.CONFIG
+
+
+class MissingDependencyError(NeurosepclrError):
+    """An optional dependency a command needs is not installed."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def require(module: str, extra: str, purpose: str) -> None:
+    """Fail early, before anything is written, when optional ``module`` is not installed; the
+    message names the extra that installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(
+            f"{purpose} needs the '{module}' package, which is not installed; "
+            f"install it with: pip install 'neurosepclr[{extra}]'"
+        )

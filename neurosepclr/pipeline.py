@@ -25,7 +25,7 @@ from neurosepclr.config import Config, config_to_dict
 from neurosepclr.data.cohort import GroupMapping, build_cohort
 from neurosepclr.data.preprocess import preprocess
 from neurosepclr.data.simulate import simulate
-from neurosepclr.errors import ConfigError, MissingInputError
+from neurosepclr.errors import ConfigError, MissingInputError, require
 from neurosepclr.io import atomic_write_text, sha256_json
 from neurosepclr.runfolder import config_digest
 from neurosepclr.training.checkpoint import load_checkpoint
@@ -50,8 +50,22 @@ def _state(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def check_pipeline_inputs(config: Config) -> None:
+    """What ``run`` needs before it writes anything: ANTsPy for preprocessing, and the BIDS
+    dataset a real-cohort recipe names."""
+    require("ants", "preprocess", "neurosepclr run (its preprocess step)")
+    if config.pipeline.bids and not (Path(config.pipeline.bids) / "participants.tsv").is_file():
+        bids = Path(config.pipeline.bids)
+        what = "has no participants.tsv" if bids.is_dir() else "does not exist"
+        raise MissingInputError(
+            f"pipeline.bids: {bids} {what}; set it to your BIDS dataset (edit the recipe or "
+            "--set pipeline.bids=DIR), or leave it empty to run on a simulated cohort"
+        )
+
+
 def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progress: bool = True) -> dict:
     """Run every step; returns paths (bids, derivatives, run, subtype, report) and the scorecard."""
+    check_pipeline_inputs(config)
     work = work_dir_for(config, pipeline_path)
     work.mkdir(parents=True, exist_ok=True)
     state_path = work / "pipeline.json"
@@ -65,8 +79,6 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     # 1. cohort
     if config.pipeline.bids:
         bids = Path(config.pipeline.bids)
-        if not (bids / "participants.tsv").is_file():
-            raise MissingInputError(f"pipeline.bids: {bids} has no participants.tsv")
         truth = Path(config.pipeline.truth) if config.pipeline.truth else None
     else:
         bids = work / "bids"
@@ -75,7 +87,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
             log.info("simulate: up to date (%s)", bids)
         else:
             log.info("simulate: writing %s", bids)
-            simulate(config, bids, n_jobs=config.pipeline.n_jobs, force=True, progress=progress)
+            simulate(config, bids, n_jobs=config.pipeline.workers(), force=True, progress=progress)
             record("simulate", digest)
         truth = Path(config.pipeline.truth) if config.pipeline.truth else bids / "derivatives" / "truth"
     if truth is not None and not (truth / "truth.tsv").is_file():
@@ -96,7 +108,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
         cohort,
         derivatives,
         config,
-        n_jobs=config.pipeline.n_jobs,
+        n_jobs=config.pipeline.workers(),
         skip_bad=config.pipeline.skip_bad,
         progress=progress,
     )

@@ -34,7 +34,7 @@ from neurosepclr.config import Config, PreprocessConfig, dump_config
 from neurosepclr.data.cohort import CohortTable
 from neurosepclr.data.template import SPACE, load_template, make_nifti, res_label
 from neurosepclr.data.validate import ValidationPolicy, validate_image
-from neurosepclr.errors import InputDataError, NeurosepclrError
+from neurosepclr.errors import InputDataError, NeurosepclrError, OutputError, require
 from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, sha256_json, tsv_text
 
 log = logging.getLogger("neurosepclr")
@@ -383,6 +383,29 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     return {**qc, **volumes, "cached": False}
 
 
+def check_output_dir(out: Path) -> None:
+    """Refuse an output folder that holds files but is not a neurosepclr derivatives folder (a
+    re-run into our own folder updates it; anything else would be mixed with our outputs)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"{out} is a file, not a folder; choose a folder for the derivatives")
+    held = sorted(p.name for p in out.iterdir() if p.name not in {"logs", ".neurosepclr.lock"})
+    if not held:
+        return
+    try:
+        description = json.loads((out / "dataset_description.json").read_text(encoding="utf-8"))
+        ours = any(g.get("Name") == "neurosepclr" for g in description.get("GeneratedBy", []))
+    except (OSError, ValueError, AttributeError, TypeError):
+        ours = False
+    if not ours:
+        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
+        raise OutputError(
+            f"{out} holds other files ({shown}) and is not a neurosepclr derivatives folder; "
+            "choose a new or empty folder"
+        )
+
+
 def preprocess(
     cohort: CohortTable,
     out_dir: str | Path,
@@ -397,6 +420,8 @@ def preprocess(
 
     cfg = config.preprocess
     out = Path(out_dir)
+    require("ants", "preprocess", "neurosepclr preprocess")
+    check_output_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     rows = cohort.frame.to_dict(orient="records")
     threads = max(1, (os.cpu_count() or 1) // max(1, n_jobs))

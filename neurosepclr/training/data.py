@@ -127,16 +127,18 @@ def load_derivatives(
     features: tuple[str, ...] = ("t1",),
     include_failed_qc: bool = False,
     memmap: str | Path | None = None,
+    table: pd.DataFrame | None = None,
 ) -> CohortTensors:
-    """Read ``cohort.tsv`` and every subject's feature images (one channel each) of a
-    ``preprocess`` output folder.
+    """Read ``cohort.tsv`` (or take ``table``, read from it already) and every subject's feature
+    images (one channel each) of a ``preprocess`` output folder.
 
     Each volume is pooled as soon as it is read. With ``memmap`` (a ``.npy`` path, created or
     replaced) the pooled volumes go to a memory-mapped array on disk instead of RAM; the values
     are the same.
     """
     root = Path(derivatives)
-    table = read_cohort_table(root, include_failed_qc)
+    if table is None:
+        table = read_cohort_table(root, include_failed_qc)
     columns = feature_columns(table, tuple(features), root)
     volumes: list[torch.Tensor] = []
     stack: torch.Tensor | None = None

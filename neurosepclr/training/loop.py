@@ -25,8 +25,9 @@ import torch
 from neurosepclr import __version__
 from neurosepclr.compute import autocast_factory, representations, resolve_device, resolve_precision
 from neurosepclr.config import Config, dump_config
+from neurosepclr.data.cohort import BACKGROUND, TARGET
 from neurosepclr.data.truth import load_truth
-from neurosepclr.errors import ConfigError, NeurosepclrError, OutputError
+from neurosepclr.errors import ConfigError, InputDataError, NeurosepclrError, OutputError
 from neurosepclr.io import atomic_write_text, tsv_text, write_dataset_description
 from neurosepclr.models import build_model
 from neurosepclr.objectives import loss_from_config
@@ -44,6 +45,7 @@ from neurosepclr.training.data import (
     inputs_digest,
     load_derivatives,
     normalise_in_place,
+    read_cohort_table,
     site_control_reference,
     site_indices,
     stratified_split,
@@ -135,17 +137,52 @@ def selection_score(scores: dict[str, float], select: str = "diagnosis") -> floa
 # --------------------------------------------------------------------------- the steps of train()
 
 
-def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+def check_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    """Refuse, before anything is written, a run folder that already holds something (a run, or
+    other files) unless resuming or forcing."""
     bookkeeping = {"logs", ".neurosepclr.lock"}
-    if (
-        run_dir.exists()
-        and any(p.name not in bookkeeping for p in run_dir.iterdir())
-        and not resume
-        and not force
-    ):
+    if not run_dir.exists() or resume or force:
+        return
+    if not run_dir.is_dir():
+        raise OutputError(f"{run_dir} is a file, not a folder; choose a new folder for the run")
+    held = sorted(p.name for p in run_dir.iterdir() if p.name not in bookkeeping)
+    if (run_dir / "config.yaml").is_file():
         raise OutputError(
             f"{run_dir} already holds a run; use --resume to continue it or --force to overwrite"
         )
+    if held:
+        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
+        raise OutputError(f"{run_dir} holds other files ({shown}); choose a new or empty folder for the run")
+
+
+MIN_TRAIN_PER_GROUP = 2  # controls and patients each, in the training split
+
+
+def check_cohort_size(groups: pd.Series, split: np.ndarray, val_fraction: float) -> None:
+    """Enough controls and patients for balanced batches and the held-out probes: at least
+    ``MIN_TRAIN_PER_GROUP`` of each in training and, with a validation split, one of each there."""
+    values = groups.to_numpy()
+    counts = {
+        (side, group): int(((values == group) & (split == side)).sum())
+        for side in ("train", "val")
+        for group in (BACKGROUND, TARGET)
+    }
+    least_val = 1 if val_fraction > 0 else 0
+    if (
+        min(counts["train", BACKGROUND], counts["train", TARGET]) >= MIN_TRAIN_PER_GROUP
+        and min(counts["val", BACKGROUND], counts["val", TARGET]) >= least_val
+    ):
+        return
+    raise InputDataError(
+        f"too few subjects to train: {counts['train', BACKGROUND]} controls and {counts['train', TARGET]} "
+        f"patients in training, {counts['val', BACKGROUND]} and {counts['val', TARGET]} in validation "
+        f"(train.val_fraction={val_fraction:g}); at least {MIN_TRAIN_PER_GROUP} of each in training and "
+        f"{least_val} of each in validation are needed: add subjects"
+    )
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, force: bool) -> None:
+    check_run_dir(run_dir, resume, force)
     try:
         (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -336,6 +373,10 @@ def train(
     if device.type == "cuda" and ctx.enabled:
         device = torch.device("cuda", ctx.local_rank)
     main_rank = ctx.is_main
+    table = read_cohort_table(derivatives)  # who trains, checked before anything is written
+    split_seed = config.seed if cfg.split_seed < 0 else cfg.split_seed
+    split = stratified_split(table["group"], cfg.val_fraction, split_seed, table["participant_id"])
+    check_cohort_size(table["group"], split, cfg.val_fraction)
     if main_rank:
         prepare_run_dir(run_dir, resume, force)
     barrier(ctx)
@@ -345,11 +386,9 @@ def train(
     precision = resolve_precision(cfg.precision, device)
     autocast = autocast_factory(precision, device)
 
-    # 1. data: pooled volumes, split, control-referenced inputs
+    # 1. data: pooled volumes, control-referenced inputs
     cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
-    data = load_derivatives(derivatives, cfg.pool, tuple(config.data.features), memmap=cache)
-    split_seed = config.seed if cfg.split_seed < 0 else cfg.split_seed
-    split = stratified_split(data.table["group"], cfg.val_fraction, split_seed, data.table["participant_id"])
+    data = load_derivatives(derivatives, cfg.pool, tuple(config.data.features), memmap=cache, table=table)
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = load_truth(cfg.truth).table if cfg.truth else None

@@ -89,7 +89,7 @@ def test_excluded_groups_are_left_out_and_unmapped_ones_listed_with_the_fix(tmp_
 def test_missing_participants_table_says_what_it_needs(tmp_path):
     root = write_bids(tmp_path / "bids", ROWS)
     (root / "participants.tsv").unlink()
-    with pytest.raises(MissingInputError, match="participant_id and the group column.*docs/data.md"):
+    with pytest.raises(MissingInputError, match=r"participant_id and the group column.*docs/data\.md"):
         build_cohort(root)
 
 
