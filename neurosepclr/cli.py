@@ -156,11 +156,21 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    from neurosepclr.config import describe_fields, dump_config
+    from neurosepclr.config import USER_KEYS, describe_fields, dump_config
 
     if args.explain:
-        for key, type_name, default, help_text in describe_fields():
-            print(f"{key} ({type_name}, default {default}): {help_text}")
+        rows = {row[0]: row for row in describe_fields()}
+        groups = (
+            ("Keys to set for your own cohort:", [rows[key] for key in USER_KEYS]),
+            (
+                "Advanced keys (benchmarked defaults; change them to study the method):",
+                [row for key, row in rows.items() if key not in USER_KEYS],
+            ),
+        )
+        for title, group in groups:
+            print(title)
+            for key, type_name, default, help_text in group:
+                print(f"  {key} ({type_name}, default {default}): {help_text}")
         return ExitCode.OK
     text = dump_config(_resolve_config(args))
     if args.output is None:

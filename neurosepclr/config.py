@@ -928,6 +928,26 @@ def dump_config(config: Config) -> str:
     return yaml.safe_dump(config_to_dict(config), sort_keys=False, default_flow_style=None)
 
 
+# The keys a user sets for a cohort of their own (`config --explain` lists them first); every other
+# key is a research or tuning option with a benchmarked default.
+USER_KEYS = (
+    "pipeline.bids",
+    "pipeline.work_dir",
+    "pipeline.n_jobs",
+    "data.group_column",
+    "data.background",
+    "data.target",
+    "data.exclude",
+    "preprocess.registration",
+    "preprocess.features",
+    "data.features",
+    "train.device",
+    "subtype.k",
+    "subtype.k_range",
+    "subtype.atlases",
+)
+
+
 def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(dotted key, type, default, help) for every leaf option, for docs and ``--explain``."""
     rows = []
@@ -941,6 +961,10 @@ def describe_fields(cls: type = Config, prefix: str = "") -> list[tuple[str, str
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if get_origin(annotation) is Literal:
             type_name = "one of " + " | ".join(map(str, get_args(annotation)))
+        elif get_origin(annotation) is list:
+            (item,) = get_args(annotation)
+            shown = " | ".join(map(str, get_args(item))) if get_origin(item) is Literal else item.__name__
+            type_name = f"list of {shown}"
         else:
             type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
         rows.append((dotted, type_name, repr(default), f.metadata.get("help", "")))

@@ -58,6 +58,19 @@ def test_config_errors_exit_78_without_traceback(capsys):
     assert err.endswith("tau, y_aware_tau)\n") and err.count("\n") == 1
 
 
+def test_explain_lists_the_keys_to_edit_first_with_their_choices(capsys):
+    from neurosepclr.config import USER_KEYS, describe_fields
+
+    assert main(["config", "--explain"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    advanced = out.index("Advanced keys (benchmarked defaults; change them to study the method):")
+    assert out[0] == "Keys to set for your own cohort:" and advanced == len(USER_KEYS) + 1
+    assert [line.split()[0] for line in out[1:advanced]] == list(USER_KEYS)
+    assert len(out) == len(describe_fields()) + 2  # every key once
+    assert any("preprocess.registration (one of affine | rigid | syn | none" in line for line in out)
+    assert any("data.features (list of t1 | gm | gm_modulated | logjacobian" in line for line in out)
+
+
 def test_debug_shows_the_traceback(capsys):
     assert main(["config", "--debug", "--set", "loss.tau=-1"]) == 78
     assert "Traceback" in capsys.readouterr().err
