@@ -71,5 +71,5 @@ def test_train_on_too_few_subjects_says_the_minimum(tiny_derivatives, tmp_path, 
     assert main(["train", str(small), str(run), "--set", "train.steps=1"]) == 65
     err = one_line_error(capsys)
     assert "too few subjects to train: 1 controls and 1 patients in training, 0 and 0 in validation" in err
-    assert "at least 2 of each in training and 1 of each in validation are needed" in err
+    assert "at least 1 of each in training and 1 of each in validation are needed" in err
     assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()

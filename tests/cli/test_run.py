@@ -103,7 +103,7 @@ def test_run_on_a_missing_bids_folder_exits_66(tmp_path, capsys):
         f"pipeline.bids={tmp_path}/no",
     ]
     assert main(argv) == 66
-    assert "has no participants.tsv" in capsys.readouterr().err
+    assert "does not exist; set it to your BIDS dataset" in capsys.readouterr().err
 
 
 def test_config_digest_covers_the_subtype_keys_that_choose_the_checkpoint():

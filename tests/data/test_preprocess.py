@@ -328,6 +328,15 @@ def test_training_reads_features_as_channels(morphometry_run, tmp_path, capsys):
         pd.read_csv(out / "cohort.tsv", sep="\t").drop(columns=["gm_modulated"]).to_csv(sep="\t", index=False)
     )
     capsys.readouterr()
-    bad = ["--quiet", "train", str(t1_only), str(tmp_path / "bad"), "--set", "data.features=[gm_modulated]"]
+    bad = [
+        "--quiet",
+        "train",
+        str(t1_only),
+        str(tmp_path / "bad"),
+        "--config",
+        recipe,
+        "--set",
+        "data.features=[gm_modulated]",
+    ]
     assert main(bad) == 66
     assert "preprocess with --features gm_modulated" in capsys.readouterr().err
