@@ -57,7 +57,8 @@ def recipe_differences(recipe: str, config: Config) -> dict[str, tuple]:
 
 
 def test_the_benchmarks_varied_the_settings_that_made_subtypes_emerge():
-    assert {"train.input_norm", "model.pool_cells", "model.widths", "train.steps", "data.features"} <= varied_keys()
+    recipe_keys = {"train.input_norm", "model.pool_cells", "model.widths", "train.steps", "data.features"}
+    assert recipe_keys <= varied_keys()
 
 
 @pytest.mark.parametrize("recipe", USER_RECIPES)
@@ -66,7 +67,8 @@ def test_user_recipe_keeps_every_benchmarked_setting(recipe):
 
 
 def test_a_recipe_that_strays_from_the_benchmark_is_caught():
-    strayed = load_config(ROOT / "pipelines" / "my-cohort.yaml", overrides=["train.input_norm=none", "train.steps=1000"])
+    overrides = ["train.input_norm=none", "train.steps=1000"]
+    strayed = load_config(ROOT / "pipelines" / "my-cohort.yaml", overrides=overrides)
     assert recipe_differences("my-cohort.yaml", strayed) == {
         "train.input_norm": ("none", "controls"),
         "train.steps": (1000, 150),
