@@ -49,7 +49,7 @@ from neurosepclr.training.data import (
     stratified_split,
 )
 from neurosepclr.training.loop import step_generator
-from neurosepclr.training.views import apply_view, draw_view_params
+from neurosepclr.training.views import apply_view, draw_view_params, intensity_channels
 
 
 def supervised_run(x, labels, train_rows, held_rows, cfg, steps, eval_every, seed) -> list[dict]:
@@ -68,6 +68,7 @@ def supervised_run(x, labels, train_rows, held_rows, cfg, steps, eval_every, see
     weight = torch.tensor(len(train_rows) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
     y = torch.from_numpy(labels)
     rng = np.random.default_rng(seed)
+    intensity = intensity_channels(cfg.data.features, cfg.train.augment.intensity_features)
     rows = []
     for step in range(1, steps + 1):
         net.train()
@@ -75,7 +76,7 @@ def supervised_run(x, labels, train_rows, held_rows, cfg, steps, eval_every, see
             rng.choice(train_rows, min(cfg.train.batch_size, len(train_rows)), replace=False)
         )
         params = draw_view_params(len(batch), cfg.train.augment, step_generator(seed, step))
-        view = apply_view(x[batch], params, cfg.train.augment)
+        view = apply_view(x[batch], params, cfg.train.augment, intensity)
         if cfg.train.channels_last:
             view = view.contiguous(memory_format=torch.channels_last_3d)
         with autocast():

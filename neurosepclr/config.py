@@ -386,6 +386,14 @@ class AugmentConfig:
     bias_field: float = _opt(0.1, "amplitude of a smooth multiplicative bias field", ge=0, le=1)
     noise: float = _opt(0.1, "standard deviation of Gaussian noise", ge=0)
     flip: bool = _opt(False, "left-right flips (off: they would erase lateralised patterns)")
+    intensity_features: list[Feature] = _opt(
+        ["t1"],
+        "input channels (data.features) that gain, offset and bias field change: a scanner changes "
+        "T1w intensities, not the tissue volumes gm_modulated and logjacobian measure, where a smooth "
+        "bias field would fake the very atrophy SepCLR looks for; every channel gets the spatial "
+        "transform and the noise",
+        unique="feature",
+    )
 
 
 @dataclass

@@ -62,7 +62,7 @@ from neurosepclr.training.distributed import (
 )
 from neurosepclr.training.sampler import balanced_batch
 from neurosepclr.training.validation import cluster_structure, probe_scores
-from neurosepclr.training.views import apply_view, draw_view_params, select
+from neurosepclr.training.views import apply_view, draw_view_params, intensity_channels, select
 
 log = logging.getLogger("neurosepclr")
 
@@ -300,14 +300,18 @@ def truncate_metrics(path: Path, step: int) -> None:
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def two_views(volumes, batch, local, augment, generator, device, channels_last: bool) -> torch.Tensor:
+def two_views(
+    volumes, batch, local, augment, intensity, generator, device, channels_last: bool
+) -> torch.Tensor:
     """Two random views of this rank's rows of the global batch, stacked (all first views, then all
     second views). The parameters are drawn for the whole global batch, so every rank draws the
     same numbers and a run is the same whatever the number of processes."""
     x = volumes[batch[local]].to(device)
     params1 = draw_view_params(len(batch), augment, generator)
     params2 = draw_view_params(len(batch), augment, generator)
-    views = torch.cat([apply_view(x, select(params, local), augment) for params in (params1, params2)])
+    views = torch.cat(
+        [apply_view(x, select(params, local), augment, intensity) for params in (params1, params2)]
+    )
     return views.contiguous(memory_format=torch.channels_last_3d) if channels_last else views
 
 
@@ -389,6 +393,7 @@ def train(
     # 1. data: pooled volumes, control-referenced inputs
     cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
     data = load_derivatives(derivatives, cfg.pool, tuple(config.data.features), memmap=cache, table=table)
+    intensity = intensity_channels(config.data.features, cfg.augment.intensity_features)
     train_idx = np.flatnonzero(split == "train")
     digests = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(data.manifest)}
     truth = load_truth(cfg.truth).table if cfg.truth else None
@@ -441,7 +446,9 @@ def train(
                 batch = batch[: len(batch) - len(batch) % ctx.world_size]
             local = shard(np.arange(len(batch)), ctx)  # this rank's rows of the global batch
             generator = step_generator(config.seed, step)
-            views = two_views(data.volumes, batch, local, cfg.augment, generator, device, cfg.channels_last)
+            views = two_views(
+                data.volumes, batch, local, cfg.augment, intensity, generator, device, cfg.channels_last
+            )
             (c1, c2, s1, s2), rows = projections(model, views, batch, local, ctx, gathered, autocast)
             meta, attr = (None if t is None else t[rows].to(device) for t in (metadata, attributes))
             terms = loss_fn(c1, c2, s1, s2, is_target[rows].to(device), metadata=meta, attributes=attr)

@@ -1,7 +1,8 @@
 """Random views, batched on the device, every draw a pure function of a ``torch.Generator``.
 
 Per sample: a small 3D affine (rotation, scaling, translation), an optional left-right flip, a
-smooth multiplicative bias field, intensity gain and offset, and Gaussian noise.
+smooth multiplicative bias field, intensity gain and offset (on intensity channels only), and
+Gaussian noise.
 :func:`draw_view_params` records the parameters, so a view is reproducible from them
 (:func:`apply_view`) and from the generator's seed.
 """
@@ -51,9 +52,18 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
     return rz @ ry @ rx
 
 
-def apply_view(x: torch.Tensor, params: dict[str, torch.Tensor], cfg) -> torch.Tensor:
-    """The view of a batch ``x`` (B, 1, D, H, W) under recorded ``params``."""
-    n, _, *spatial = x.shape
+def intensity_channels(features, intensity_features) -> torch.Tensor:
+    """Which input channels are intensities (a scanner's gain and bias field change them) rather
+    than measurements of tissue volume (decision 0008)."""
+    return torch.tensor([feature in intensity_features for feature in features], dtype=torch.bool)
+
+
+def apply_view(
+    x: torch.Tensor, params: dict[str, torch.Tensor], cfg, intensity: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The view of a batch ``x`` (B, C, D, H, W) under recorded ``params``; bias field, gain and
+    offset change only the channels ``intensity`` marks (a boolean per channel; None: all)."""
+    n, channels, *spatial = x.shape
     device = x.device
     p = {k: v.to(device) for k, v in params.items()}
     linear = _rotation(p["rotation"]) * p["scale"][:, None, :]
@@ -67,8 +77,14 @@ def apply_view(x: torch.Tensor, params: dict[str, torch.Tensor], cfg) -> torch.T
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     bias = F.interpolate(p["bias"].to(x.dtype), size=spatial, mode="trilinear", align_corners=True)
-    out = out * torch.exp(bias)
-    out = out * p["gain"].view(n, 1, 1, 1, 1).to(x.dtype) + p["offset"].view(n, 1, 1, 1, 1).to(x.dtype)
+    scanned = out * torch.exp(bias)
+    scanned = scanned * p["gain"].view(n, 1, 1, 1, 1).to(x.dtype) + p["offset"].view(n, 1, 1, 1, 1).to(
+        x.dtype
+    )
+    if intensity is None:
+        out = scanned
+    else:
+        out = torch.where(intensity.to(device).view(1, channels, 1, 1, 1), scanned, out)
     if cfg.noise > 0:
         noise = torch.stack(
             [
@@ -86,8 +102,8 @@ def select(params: dict[str, torch.Tensor], rows) -> dict[str, torch.Tensor]:
     return {key: value[index] for key, value in params.items()}
 
 
-def make_views(x: torch.Tensor, cfg, generator: torch.Generator):
+def make_views(x: torch.Tensor, cfg, generator: torch.Generator, intensity: torch.Tensor | None = None):
     """Two independent views of a batch; returns (view1, view2, params1, params2)."""
     params1 = draw_view_params(x.shape[0], cfg, generator)
     params2 = draw_view_params(x.shape[0], cfg, generator)
-    return apply_view(x, params1, cfg), apply_view(x, params2, cfg), params1, params2
+    return apply_view(x, params1, cfg, intensity), apply_view(x, params2, cfg, intensity), params1, params2

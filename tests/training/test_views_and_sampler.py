@@ -5,7 +5,7 @@ import torch
 
 from neurosepclr.config import load_config
 from neurosepclr.training.sampler import balanced_batch
-from neurosepclr.training.views import apply_view, draw_view_params, make_views
+from neurosepclr.training.views import apply_view, draw_view_params, intensity_channels, make_views
 
 
 def augment(*overrides):
@@ -83,3 +83,19 @@ def test_balanced_batches_hold_both_groups_and_cover_every_subject():
     assert not np.array_equal(
         balanced_batch(is_target, 8, 0.5, 7, 3), balanced_batch(is_target, 8, 0.5, 7, 4)
     )
+
+
+def test_scanner_intensity_changes_leave_morphometry_channels_as_measured():
+    """Gain, offset and bias field change the t1 channel only; a gm_modulated channel (a volume
+    measurement) keeps its values up to the spatial transform they share."""
+    x = torch.rand(2, 2, 10, 12, 8) + 0.5
+    cfg = augment("rotation_deg=0", "scale=0", "translation_vox=0", "noise=0", "gain=0.5", "bias_field=0.5")
+    mask = intensity_channels(["t1", "gm_modulated"], cfg.intensity_features)
+    assert mask.tolist() == [True, False]
+    params = draw_view_params(2, cfg, torch.Generator().manual_seed(3))
+    view = apply_view(x, params, cfg, mask)
+    torch.testing.assert_close(view[:, 1], x[:, 1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(view[:, 0], x[:, 0], atol=1e-2)
+    everywhere = apply_view(x, params, cfg)  # no mask: the earlier behaviour, all channels
+    torch.testing.assert_close(everywhere[:, 0], view[:, 0])
+    assert not torch.allclose(everywhere[:, 1], x[:, 1], atol=1e-2)
