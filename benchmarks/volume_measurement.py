@@ -80,7 +80,7 @@ def main() -> None:
         )
         maps = {}
         for name, subject in (("patient", spec), ("healthy", healthy)):
-            image, affine, changes = sim.render_subject(
+            image, affine, changes, _ = sim.render_subject(
                 subject, sc, template, atlas, site_by_name[subject.site], intensities, centre, territories
             )
             maps[name] = measure(image, affine, pc, grid, args.seed)

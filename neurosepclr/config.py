@@ -220,6 +220,14 @@ class SimulateConfig:
     deformation_mm: float = _opt(2.0, "amplitude (mm) of each subject's smooth anatomical deformation", ge=0)
     misalignment_deg: float = _opt(6.0, "max head rotation (degrees) in native geometry", ge=0, le=45)
     misalignment_mm: float = _opt(10.0, "max head translation (mm) in native geometry", ge=0)
+    whole_head: bool = _opt(
+        False,
+        "write whole heads (CSF, skull, scalp, eyes, neck around the brain; the true brain mask in "
+        "derivatives/truth) instead of brain-only images. preprocess has no brain extraction yet "
+        "(issue 20): keep it off for cohorts you preprocess",
+        flag="--whole-head",
+        commands=("simulate",),
+    )
 
     def validate(self, prefix: str) -> None:
         if len(self.n_patients_per_subtype) == 1:

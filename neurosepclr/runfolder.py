@@ -41,6 +41,10 @@ def config_digest(config: Config) -> str:
             data[section].pop(key, None)
     # a run trained before options were removed (decision 0007) or data.features added keeps its
     # digest, so it still resumes and `neurosepclr run` still reuses it
+    augment = data["train"]["augment"]
+    if set(data["data"]["features"]) <= set(augment["intensity_features"]):
+        # every channel takes the scanner-like views, as before intensity_features existed
+        del augment["intensity_features"]
     if data["data"]["features"] == ["t1"]:
         del data["data"]["features"]
     for dotted, (default, _) in REMOVED_OPTIONS.items():

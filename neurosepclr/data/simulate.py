@@ -39,6 +39,7 @@ from scipy import ndimage
 from neurosepclr import __version__
 from neurosepclr.atlases import Atlas, load_atlas
 from neurosepclr.config import Config, SimulateConfig, dump_config
+from neurosepclr.data.head import NECK_MM, whole_head
 from neurosepclr.data.template import SPACE, Template, load_template, make_nifti, res_label
 from neurosepclr.errors import ConfigError, OutputError
 from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, tsv_text
@@ -320,8 +321,12 @@ def render_subject(
     matter volume change of every territory."""
     rng = np.random.default_rng(spec.seed)
     subject = subject_anatomy(template, spec, atlas, cfg, rng, intensities)
-    anatomy = subject.t1
     res = cfg.resolution
+    if cfg.whole_head:  # its own random stream: brain-only images stay what they were
+        anatomy, head = whole_head(template, subject.t1, np.random.default_rng([spec.seed, 1]))
+        anatomy_affine, brain = head.affine, head.brain
+    else:
+        anatomy, anatomy_affine, brain = subject.t1, template.affine, template.brain
 
     # displacement field (mm, template grid): individual smooth deformation + age-related
     # ventricle enlargement (sampling pulled toward the ventricles' centre).
@@ -338,10 +343,14 @@ def render_subject(
     if cfg.geometry == "native":
         rotation = rotation_matrix(spec.rotation_deg)
         translation = np.asarray(spec.translation_mm)
-        brain_ijk = np.argwhere(template.brain)
+        object_ijk = np.argwhere(anatomy > 0 if cfg.whole_head else brain)  # the head, or the brain
+        low = object_ijk.min(0)
+        if cfg.whole_head:  # the field of view ends somewhere in the neck
+            neck_mm = float(np.random.default_rng([spec.seed, 2]).uniform(10.0, NECK_MM))
+            low[2] = max(low[2], np.argwhere(brain)[:, 2].min() - neck_mm / res)
         box = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
-        corners_vox = brain_ijk.min(0) + box * (brain_ijk.max(0) - brain_ijk.min(0))
-        corners_mni = corners_vox @ template.affine[:3, :3].T + template.affine[:3, 3]
+        corners_vox = low + box * (object_ijk.max(0) - low)
+        corners_mni = corners_vox @ anatomy_affine[:3, :3].T + anatomy_affine[:3, 3]
         corners_world = (centre + spec.head_scale * (corners_mni - centre)) @ rotation.T + translation
         affine, shape = native_grid(corners_world, spec.voxel_size, spec.orientation)
         grid = np.indices(shape, dtype=np.float32).reshape(3, -1)
@@ -355,10 +364,14 @@ def render_subject(
         mni = xyz
     inv = np.linalg.inv(template.affine)
     vox = inv[:3, :3] @ mni + inv[:3, 3:4]
-    moved = (
-        vox + np.stack([ndimage.map_coordinates(d, vox, order=1, mode="nearest") for d in displacement]) / res
-    )
+    shift = np.stack([ndimage.map_coordinates(d, vox, order=1, mode="nearest") for d in displacement]) / res
+    inv = np.linalg.inv(anatomy_affine)
+    moved = inv[:3, :3] @ mni + inv[:3, 3:4] + shift
     image = ndimage.map_coordinates(anatomy, moved, order=1, mode="constant", cval=0.0).reshape(shape)
+    brain_mask = None
+    if cfg.whole_head:
+        brain_mask = ndimage.map_coordinates(brain.astype(np.float32), moved, order=1, mode="constant")
+        brain_mask = (brain_mask.reshape(shape) > 0.5).astype(np.uint8)
 
     # acquisition: contrast (gamma, gain), smooth bias field, Rician noise
     image = site.gain * np.power(np.clip(image, 0.0, None), site.gamma)
@@ -371,7 +384,7 @@ def render_subject(
     sigma = site.noise * 0.85
     noisy = np.hypot(image + sigma * rng.standard_normal(shape), sigma * rng.standard_normal(shape))
     image = np.clip(np.rint(noisy * INTENSITY_SCALE), 0, 32767).astype(np.int16)
-    return image, affine, territory_volume_change(subject, territories)
+    return image, affine, territory_volume_change(subject, territories), brain_mask
 
 
 def _render_to_file(
@@ -385,11 +398,17 @@ def _render_to_file(
     territories: dict[str, np.ndarray],
     out_dir: Path,
 ) -> tuple[str, dict[str, float]]:
-    data, affine, changes = render_subject(spec, cfg, template, atlas, site, intensities, centre, territories)
+    data, affine, changes, brain_mask = render_subject(
+        spec, cfg, template, atlas, site, intensities, centre, territories
+    )
     code = 4 if cfg.geometry == "mni" else 1
-    img = make_nifti(data, affine, code=code)
-    path = out_dir / spec.participant_id / "anat" / f"{spec.participant_id}_T1w.nii.gz"
-    atomic_write_bytes(path, nifti_gz_bytes(img))
+    pid = spec.participant_id
+    atomic_write_bytes(
+        out_dir / pid / "anat" / f"{pid}_T1w.nii.gz", nifti_gz_bytes(make_nifti(data, affine, code))
+    )
+    if brain_mask is not None:  # the truth extraction is scored against, on the image's own grid
+        path = out_dir / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz"
+        atomic_write_bytes(path, nifti_gz_bytes(make_nifti(brain_mask, affine, code)))
     return spec.participant_id, changes
 
 

@@ -7,6 +7,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 
 from neurosepclr.cli import main
 from neurosepclr.data.simulate import native_grid, simulate
@@ -256,3 +257,39 @@ def test_truth_records_the_volume_change_of_every_territory(tiny_native_cohort):
     for row in patients.itertuples():
         own = getattr(row, f"gm_volume_change_{row.subtype}")
         assert own < -0.05  # the patient's own territory lost grey matter
+
+
+def test_whole_heads_surround_the_true_brain_mask_and_leave_brain_only_images_unchanged(
+    tmp_path, tiny_native_cohort
+):
+    """--whole-head puts dark CSF and bone, bright fat and a neck around the brain, on a larger
+    field of view, and the truth keeps the brain mask on each image's own grid (brain-only
+    cohorts get no such files)."""
+    cfg = tiny_config(
+        "simulate.whole_head=true", "simulate.n_controls=1", "simulate.n_patients_per_subtype=[1,0,0]"
+    )
+    heads = simulate(cfg, tmp_path / "heads", progress=False)
+    brain_only = simulate(
+        tiny_config("simulate.n_controls=1", "simulate.n_patients_per_subtype=[1,0,0]"),
+        tmp_path / "brains",
+        progress=False,
+    )
+    for pid in ("sub-0001", "sub-0002"):
+        head = nib.load(heads / pid / "anat" / f"{pid}_T1w.nii.gz")
+        mask = nib.load(heads / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz")
+        np.testing.assert_allclose(mask.affine, head.affine)
+        assert mask.shape == head.shape and int(mask.header["sform_code"]) == 1
+        data, brain = np.asarray(head.dataobj, dtype=np.float64), np.asarray(mask.dataobj) > 0
+        litres = brain.sum() * np.prod(head.header.get_zooms()) / 1e6
+        assert 1.2 < litres < 2.6
+        white = np.percentile(data[brain], 90)
+        outside = data[~brain]
+        assert (outside > white).mean() > 0.01  # fat of the scalp and orbits brighter than white matter
+        head_voxels = ndimage.binary_dilation(brain, iterations=5) & ~brain
+        assert np.median(data[head_voxels]) < 0.6 * white  # CSF and bone right around the brain: dark
+        # a larger field of view than the brain-only image: the head and some neck
+        only = nib.load(brain_only / pid / "anat" / f"{pid}_T1w.nii.gz")
+        assert np.prod(head.shape) * np.prod(head.header.get_zooms()) > 1.3 * np.prod(only.shape) * np.prod(
+            only.header.get_zooms()
+        )
+    assert not (tiny_native_cohort / "derivatives" / "truth" / "sub-0001").exists()
