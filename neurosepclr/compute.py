@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from neurosepclr.errors import ConfigError
+from neurosepclr.hardware import native_cpu_bf16
 
 
 def resolve_device(name: str) -> torch.device:
@@ -21,12 +22,6 @@ def resolve_device(name: str) -> torch.device:
             raise ConfigError("train.device: cuda requested but no CUDA device is available")
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), by torch's own checks."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

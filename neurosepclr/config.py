@@ -220,12 +220,11 @@ class SimulateConfig:
     deformation_mm: float = _opt(2.0, "amplitude (mm) of each subject's smooth anatomical deformation", ge=0)
     misalignment_deg: float = _opt(6.0, "max head rotation (degrees) in native geometry", ge=0, le=45)
     misalignment_mm: float = _opt(10.0, "max head translation (mm) in native geometry", ge=0)
-    whole_head: bool = _opt(
+    brain_only: bool = _opt(
         False,
-        "write whole heads (CSF, skull, scalp, eyes, neck around the brain; the true brain mask in "
-        "derivatives/truth) instead of brain-only images. preprocess has no brain extraction yet "
-        "(issue 20): keep it off for cohorts you preprocess",
-        flag="--whole-head",
+        "write brain-only images (no head around the brain, no brain mask in derivatives/truth), "
+        "as simulate did before it wrote whole heads; preprocess them with --brain-extraction none",
+        flag="--brain-only",
         commands=("simulate",),
     )
 
@@ -322,6 +321,14 @@ class PreprocessConfig:
         unique="feature",
         flag="--features",
         many=True,
+        commands=("preprocess",),
+    )
+    brain_extraction: Literal["deepbet", "none"] = _opt(
+        "deepbet",
+        "brain extraction in native space before registration: deepbet (a 3D CNN shipped in the "
+        "pinned deepbet wheel, checked by hash) or none (inputs already skull-stripped: the "
+        "template's brain mask applies after registration)",
+        flag="--brain-extraction",
         commands=("preprocess",),
     )
     bias_correction: bool = _opt(True, "N4 bias-field correction before registration")

@@ -17,6 +17,7 @@ LAYERS = {  # module (or package) → layer; the most specific prefix wins
     "neurosepclr.errors": 0,
     "neurosepclr.io": 0,
     "neurosepclr.config": 0,
+    "neurosepclr.hardware": 0,
     "neurosepclr.data": 1,
     "neurosepclr.atlases": 1,
     "neurosepclr.runfolder": 1,

@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from neurosepclr import __version__
 from neurosepclr.config import Config, PreprocessConfig, dump_config
+from neurosepclr.data.brain_extraction import BrainMask, check_brain, extract_brain
 from neurosepclr.data.cohort import CohortTable
 from neurosepclr.data.template import SPACE, load_template, make_nifti, res_label
 from neurosepclr.data.validate import ValidationPolicy, validate_image
@@ -91,6 +92,8 @@ def params_hash(cfg: PreprocessConfig) -> str:
     params = asdict(cfg)
     if params["features"] == ["t1"]:  # the default: subjects cached before features existed stay valid
         del params["features"]
+    if params["brain_extraction"] == "none":  # as before brain extraction existed
+        del params["brain_extraction"]
     payload = {"params": params, "pipeline": PIPELINE_VERSION, "ants": getattr(ants, "__version__", "?")}
     return sha256_json(payload)
 
@@ -116,6 +119,7 @@ def output_paths(participant_id: str, session_id: str, resolution: float) -> dic
         "xfm": folder / f"{stem}_from-T1w_to-{SPACE}_mode-image_xfm.mat",
         "warp": folder / f"{stem}_from-T1w_to-{SPACE}_mode-image_xfm.nii.gz",
         "qc_png": folder / f"{stem}_{space}_desc-qc_T1w.png",
+        "native_mask": folder / f"{stem}_desc-brain_mask.nii.gz",
         "gm": folder / f"{stem}_{space}_label-GM_probseg.nii.gz",
         "gm_modulated": folder / f"{stem}_{space}_label-GM_desc-modulated_probseg.nii.gz",
         "logjacobian": folder / f"{stem}_{space}_desc-logjacobian_map.nii.gz",
@@ -123,6 +127,7 @@ def output_paths(participant_id: str, session_id: str, resolution: float) -> dic
 
 
 MORPHOMETRY = ("gm", "gm_modulated", "logjacobian")
+TISSUE_VOLUMES = ("csf_ml", "gm_ml", "wm_ml", "tiv_ml")  # tissue_volumes.tsv, with morphometry
 
 
 def morphometry_features(cfg: PreprocessConfig) -> list[str]:
@@ -270,22 +275,40 @@ def morphometry(
     }
 
 
-def qc_mosaic(data: np.ndarray, grid: OutputGrid, title: str, gm: np.ndarray | None = None) -> bytes:
+def _orthogonal_cuts(shape: tuple[int, ...], centre: tuple[int, ...] | None = None) -> list[tuple]:
+    centre = centre or tuple(s // 2 for s in shape)
+    every = slice(None)
+    return [(centre[0], every, every), (every, centre[1], every), (every, every, centre[2])]
+
+
+def qc_mosaic(
+    data: np.ndarray,
+    grid: OutputGrid,
+    title: str,
+    gm: np.ndarray | None = None,
+    native: tuple[np.ndarray, np.ndarray] | None = None,
+) -> bytes:
     """PNG: three orthogonal slices of the preprocessed image with the template's brain outline (red)
-    and, when segmented, the subject's grey-matter outline (probability 0.5, cyan)."""
+    and, when segmented, the subject's grey-matter outline (probability 0.5, cyan); with ``native``
+    (the input image in RAS voxel order, its brain mask), a first row of the input through the
+    mask's centre with the extracted brain's outline (yellow)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    centre = [s // 2 for s in grid.shape]
-    cuts = [
-        (centre[0], slice(None), slice(None)),
-        (slice(None), centre[1]),
-        (slice(None), slice(None), centre[2]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(9, 3.3))
-    for ax, cut in zip(axes, cuts, strict=True):
+    rows = 2 if native is not None else 1
+    fig, axes = plt.subplots(rows, 3, figsize=(9, 3.3 * rows), squeeze=False)
+    if native is not None:
+        image, mask = native
+        centre = tuple(round(c) for c in ndimage.center_of_mass(mask)) if mask.any() else None
+        high = float(np.percentile(image, 99.5)) or 1.0
+        for ax, cut in zip(axes[0], _orthogonal_cuts(image.shape, centre), strict=True):
+            ax.imshow(image[cut].T, origin="lower", cmap="gray", vmin=0.0, vmax=high)
+            if mask[cut].any():
+                ax.contour(mask[cut].T.astype(float), levels=[0.5], colors="yellow", linewidths=0.6)
+            ax.set_axis_off()
+    for ax, cut in zip(axes[-1], _orthogonal_cuts(grid.shape), strict=True):
         ax.imshow(data[cut].T, origin="lower", cmap="gray", vmin=-2.5, vmax=2.5)
         ax.contour(grid.brain[cut].T.astype(float), levels=[0.5], colors="red", linewidths=0.6)
         if gm is not None:
@@ -297,6 +320,15 @@ def qc_mosaic(data: np.ndarray, grid: OutputGrid, title: str, gm: np.ndarray | N
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def native_brain_mask(canonical: nib.Nifti1Image, method: str) -> BrainMask:
+    """The brain mask of a native image in RAS voxel order (deepbet on CUDA when there is one)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    voxel_mm3 = float(np.prod(canonical.header.get_zooms()[:3]))
+    return extract_brain(np.asarray(canonical.dataobj, dtype=np.float32), voxel_mm3, method, device)
 
 
 def check_image(row: dict, root: Path, cfg: PreprocessConfig) -> str | None:
@@ -324,7 +356,8 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             meta = json.loads(sidecar.read_text())
         except (OSError, json.JSONDecodeError):
             meta = {}
-        wanted = ("preproc", "mask", "qc_png", *morphometry_features(cfg))
+        extracted = ("native_mask",) if cfg.brain_extraction != "none" else ()
+        wanted = ("preproc", "mask", "qc_png", *extracted, *morphometry_features(cfg))
         outputs_there = all((out / paths[k]).is_file() for k in wanted)
         if meta.get("InputSHA256") == input_hash and meta.get("ParamsSHA256") == phash and outputs_there:
             return {**meta["QC"], **meta.get("TissueVolumes", {}), "cached": True}
@@ -332,6 +365,11 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
     validated = validate_image(source, pid, row["path"], _policy(cfg))
     canonical = nib.as_closest_canonical(validated.to_nifti())
+    brain, brain_warnings = None, []
+    if cfg.brain_extraction != "none":
+        brain = native_brain_mask(canonical, cfg.brain_extraction)
+        brain_warnings = check_brain(brain, np.asarray(canonical.dataobj), pid, row["path"])
+        canonical = nib.Nifti1Image(np.asarray(canonical.dataobj) * brain.mask, canonical.affine)
     with tempfile.TemporaryDirectory(prefix="neurosepclr-") as tmp:
         work = Path(tmp)
         warped, transforms = register_to_template(canonical, cfg, grid, seed, work)
@@ -344,9 +382,10 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
             "participant_id": pid,
             "session_id": session,
             "template_correlation": round(correlation, 4),
-            "qc_pass": bool(correlation >= cfg.qc_min_correlation),
+            "qc_pass": bool(correlation >= cfg.qc_min_correlation) and not brain_warnings,
+            "brain_mask_ml": round(brain.volume_ml, 1) if brain is not None else "n/a",
             "nonfinite_voxels": validated.nonfinite_voxels,
-            "warnings": " | ".join(validated.warnings) if validated.warnings else "n/a",
+            "warnings": " | ".join(validated.warnings + brain_warnings) or "n/a",
         }
         maps, volumes = {}, {}
         written = morphometry_features(cfg)
@@ -359,15 +398,21 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
         for name in written:
             atomic_write_bytes(out / paths[name], nifti_gz_bytes(grid.image(maps[name])))
         atomic_write_bytes(out / paths["mask"], nifti_gz_bytes(grid.image(grid.brain, dtype=np.uint8)))
+        if brain is not None:  # native space: the input's grid in RAS voxel order (as fMRIPrep's T1w space)
+            mask_img = nib.Nifti1Image(brain.mask.astype(np.uint8), canonical.affine)
+            atomic_write_bytes(out / paths["native_mask"], nifti_gz_bytes(mask_img))
         for transform in transforms:
             key = "xfm" if transform.endswith(".mat") else "warp"
             atomic_write_bytes(out / paths[key], Path(transform).read_bytes())
         title = f"{subject_stem(pid, session)}  r={correlation:.3f}  {'PASS' if qc['qc_pass'] else 'FAIL'}"
-        atomic_write_bytes(out / paths["qc_png"], qc_mosaic(normalised, grid, title, maps.get("gm")))
+        native = (np.asarray(canonical.dataobj), brain.mask) if brain is not None else None
+        mosaic = qc_mosaic(normalised, grid, title, maps.get("gm"), native)
+        atomic_write_bytes(out / paths["qc_png"], mosaic)
     meta = {
         "Sources": [f"bids:raw:{row['path']}"],
         "SpatialReference": SPACE,
         "Resolution": f"{cfg.resolution:g} mm",
+        "BrainExtraction": cfg.brain_extraction,
         "Registration": cfg.registration,
         "BiasCorrection": "N4" if cfg.bias_correction else "none",
         "IntensityNormalisation": "(x - median) / IQR within the template brain mask",
@@ -469,7 +514,7 @@ def preprocess(
         results.append(result)
     qc = pd.DataFrame(results)
     cached = int(qc.pop("cached").sum())
-    volume_columns = [c for c in qc.columns if c.endswith("_ml")]
+    volume_columns = [c for c in TISSUE_VOLUMES if c in qc.columns]
     volumes = qc[["participant_id", "session_id", *volume_columns]] if volume_columns else None
     qc = qc.drop(columns=volume_columns)
     log.info(

@@ -322,7 +322,7 @@ def render_subject(
     rng = np.random.default_rng(spec.seed)
     subject = subject_anatomy(template, spec, atlas, cfg, rng, intensities)
     res = cfg.resolution
-    if cfg.whole_head:  # its own random stream: brain-only images stay what they were
+    if not cfg.brain_only:  # its own random stream: brain-only images stay what they were
         anatomy, head = whole_head(template, subject.t1, np.random.default_rng([spec.seed, 1]))
         anatomy_affine, brain = head.affine, head.brain
     else:
@@ -343,9 +343,9 @@ def render_subject(
     if cfg.geometry == "native":
         rotation = rotation_matrix(spec.rotation_deg)
         translation = np.asarray(spec.translation_mm)
-        object_ijk = np.argwhere(anatomy > 0 if cfg.whole_head else brain)  # the head, or the brain
+        object_ijk = np.argwhere(anatomy > 0 if not cfg.brain_only else brain)  # the head, or the brain
         low = object_ijk.min(0)
-        if cfg.whole_head:  # the field of view ends somewhere in the neck
+        if not cfg.brain_only:  # the field of view ends somewhere in the neck
             neck_mm = float(np.random.default_rng([spec.seed, 2]).uniform(10.0, NECK_MM))
             low[2] = max(low[2], np.argwhere(brain)[:, 2].min() - neck_mm / res)
         box = np.array([[a, b, c] for a in (0, 1) for b in (0, 1) for c in (0, 1)])
@@ -369,7 +369,7 @@ def render_subject(
     moved = inv[:3, :3] @ mni + inv[:3, 3:4] + shift
     image = ndimage.map_coordinates(anatomy, moved, order=1, mode="constant", cval=0.0).reshape(shape)
     brain_mask = None
-    if cfg.whole_head:
+    if not cfg.brain_only:
         brain_mask = ndimage.map_coordinates(brain.astype(np.float32), moved, order=1, mode="constant")
         brain_mask = (brain_mask.reshape(shape) > 0.5).astype(np.uint8)
 

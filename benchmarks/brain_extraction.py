@@ -1,0 +1,129 @@
+"""Brain extraction on simulated whole heads: mask quality, seconds, and what it does to registration.
+
+One cohort is simulated twice with the same seed, as whole heads (default) and as brain-only images
+(``--brain-only``): the same subjects, brains and scanner geometry. Then, on one core per command
+(ITK, torch and BLAS limited to one thread, one job):
+
+* ``deepbet`` on the heads: Dice of the native brain mask against the simulator's true mask,
+  seconds of the extraction alone (the networks on one image), and the whole ``preprocess``;
+* ``none`` on the heads: today's pipeline before brain extraction existed (should fail visibly);
+* ``none`` on the brain-only images: the reference registration quality.
+
+Registration quality is ``qc.tsv``'s ``template_correlation`` (correlation with the template inside
+its brain mask after registration). Prints one table.
+
+    python benchmarks/brain_extraction.py OUT_DIR [--subjects 12] [--resolution 2] [--seed 0]
+        [--registration affine]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ONE_THREAD = {
+    "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+def neurosepclr(*argv: str) -> float:
+    """Run one command on one thread; its wall time in seconds."""
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "neurosepclr", "--quiet", *argv], check=True, env={**os.environ, **ONE_THREAD}
+    )
+    return time.perf_counter() - start
+
+
+def simulate(out: Path, n: int, resolution: float, seed: int, *extra: str) -> Path:
+    if not (out / "participants.tsv").is_file():
+        controls, patients = n - 3 * (n // 6), n // 6
+        neurosepclr(
+            "simulate", str(out), "--n-controls", str(controls), "--n-patients-per-subtype", str(patients),
+            "--resolution", str(resolution), "--seed", str(seed), *extra,
+        )  # fmt: skip
+    return out
+
+
+def extraction_scores(bids: Path) -> tuple[list[float], list[float]]:
+    """(Dice against the true mask, seconds of deepbet alone) per subject, on one thread."""
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from neurosepclr.data.brain_extraction import extract_brain, load_deepbet
+
+    torch.set_num_threads(1)
+    load_deepbet("cpu")  # loading (hash check included) is paid once per worker, not per image
+    dice, seconds = [], []
+    for image_path in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz")):
+        pid = image_path.name.split("_")[0]
+        image = nib.as_closest_canonical(nib.load(image_path))
+        truth_path = bids / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz"
+        truth = np.asarray(nib.as_closest_canonical(nib.load(truth_path)).dataobj) > 0
+        start = time.perf_counter()
+        brain = extract_brain(image.get_fdata(dtype=np.float32), 1.0, "deepbet")
+        seconds.append(time.perf_counter() - start)
+        dice.append(float(2 * (brain.mask & truth).sum() / (brain.mask.sum() + truth.sum())))
+    return dice, seconds
+
+
+def main() -> None:
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--subjects", type=int, default=12)
+    parser.add_argument("--resolution", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--registration", default="affine")
+    args = parser.parse_args()
+    import numpy as np
+    import pandas as pd
+
+    heads = simulate(args.out / "heads", args.subjects, args.resolution, args.seed)
+    brains = simulate(args.out / "brains", args.subjects, args.resolution, args.seed, "--brain-only")
+    dice, bet_seconds = extraction_scores(heads)
+    rows = []
+    for name, bids, extraction in (
+        ("heads, deepbet", heads, "deepbet"),
+        ("heads, none (no extraction)", heads, "none"),
+        ("brain-only, none", brains, "none"),
+    ):
+        deriv = args.out / f"deriv_{bids.name}_{extraction}"
+        seconds = neurosepclr(
+            "preprocess", str(bids), str(deriv), "--resolution", str(args.resolution), "--n-jobs", "1",
+            "--brain-extraction", extraction, "--registration", args.registration,
+        )  # fmt: skip
+        qc = pd.read_csv(deriv / "qc.tsv", sep="\t")
+        r = qc["template_correlation"]
+        extracted = extraction == "deepbet"
+        rows.append(
+            {
+                "pipeline": name,
+                "mask_dice_mean": round(float(np.mean(dice)), 3) if extracted else np.nan,
+                "mask_dice_min": round(float(np.min(dice)), 3) if extracted else np.nan,
+                "extraction_s_per_image": round(float(np.mean(bet_seconds)), 2) if extracted else 0,
+                "preprocess_s_per_image": round(seconds / len(qc), 1),
+                "template_corr_mean": round(float(r.mean()), 3),
+                "template_corr_min": round(float(r.min()), 3),
+                "qc_pass": f"{int(qc['qc_pass'].sum())}/{len(qc)}",
+            }
+        )
+    table = pd.DataFrame(rows)
+    res = f"{args.resolution:g}"
+    print(f"# {args.subjects} subjects, simulate --resolution {res} --seed {args.seed} (native geometry),")
+    print(f"# preprocess --resolution {res} --registration {args.registration}, one thread per command;")
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()
