@@ -14,6 +14,7 @@ its brain mask after registration). Prints one table.
 
     python benchmarks/brain_extraction.py OUT_DIR [--subjects 12] [--resolution 2] [--seed 0]
         [--registration affine]
+    python benchmarks/brain_extraction.py OUT_DIR --precision   deepbet in fp32 vs bf16 on the heads
 """
 
 from __future__ import annotations
@@ -76,6 +77,38 @@ def extraction_scores(bids: Path) -> tuple[list[float], list[float]]:
     return dice, seconds
 
 
+def compare_precision(bids: Path) -> None:
+    """deepbet with bf16 autocast (what preprocess uses on CPUs with bf16 instructions) vs fp32:
+    seconds and Dice per head, alternating, one thread."""
+    from unittest import mock
+
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    from neurosepclr.data import brain_extraction
+
+    torch.set_num_threads(1)
+    brain_extraction.load_deepbet("cpu")
+    print("participant_id  fp32_s  bf16_s  fp32_dice  bf16_dice  masks_differ_voxels")
+    for image_path in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz")):
+        pid = image_path.name.split("_")[0]
+        data = nib.as_closest_canonical(nib.load(image_path)).get_fdata(dtype=np.float32)
+        truth_path = bids / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz"
+        truth = np.asarray(nib.as_closest_canonical(nib.load(truth_path)).dataobj) > 0
+        row = []
+        masks = []
+        for bf16 in (False, True):
+            with mock.patch.object(brain_extraction, "native_cpu_bf16", lambda bf16=bf16: bf16):
+                start = time.perf_counter()
+                mask = brain_extraction.extract_brain(data, 1.0, "deepbet").mask
+                row.append(time.perf_counter() - start)
+            masks.append(mask)
+        dice = [2 * (m & truth).sum() / (m.sum() + truth.sum()) for m in masks]
+        changed = int((masks[0] != masks[1]).sum())
+        print(f"{pid}  {row[0]:.2f}  {row[1]:.2f}  {dice[0]:.4f}  {dice[1]:.4f}  {changed}")
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -84,11 +117,15 @@ def main() -> None:
     parser.add_argument("--resolution", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--registration", default="affine")
+    parser.add_argument("--precision", action="store_true", help="only compare deepbet in fp32 and bf16")
     args = parser.parse_args()
     import numpy as np
     import pandas as pd
 
     heads = simulate(args.out / "heads", args.subjects, args.resolution, args.seed)
+    if args.precision:
+        compare_precision(heads)
+        return
     brains = simulate(args.out / "brains", args.subjects, args.resolution, args.seed, "--brain-only")
     dice, bet_seconds = extraction_scores(heads)
     rows = []

@@ -305,7 +305,8 @@ def _cmd_preprocess(args: argparse.Namespace) -> int:
     failed = int((~qc["qc_pass"].astype(bool)).sum())
     if failed:
         log.warning(
-            "%d image(s) failed QC (template correlation below %.2f): see %s/qc.tsv",
+            "%d image(s) failed QC (template correlation below %.2f, or a brain mask of implausible "
+            "volume): see %s/qc.tsv; training leaves them out",
             failed,
             config.preprocess.qc_min_correlation,
             args.out_dir,

@@ -33,9 +33,10 @@ DEEPBET_SHA256 = {
 BOX_SHAPE, BRAIN_SHAPE, BOX_MARGIN = (128, 128, 128), (256, 256, 256), 0.1
 # network input scaling (the values deepbet was trained with)
 INPUT_MEAN, INPUT_SPREAD = 0.449, 0.226
-# an adult brain mask (brain and the CSF inside the skull, deepbet's TIV) lies within the plausible
-# volumes; outside them QC flags the subject. Outside the possible ones there is no brain to register.
-PLAUSIBLE_MASK_ML, POSSIBLE_MASK_ML = (900.0, 2500.0), (300.0, 4000.0)
+# an adult brain mask (brain and the CSF inside the skull, deepbet's TIV: 1.1-2.0 L in adults; the
+# simulator's MNI-sized subjects 1.3-2.8 L) lies within the plausible volumes; outside them QC flags
+# the subject. Outside the possible ones there is no brain to register.
+PLAUSIBLE_MASK_ML, POSSIBLE_MASK_ML = (800.0, 2800.0), (300.0, 4000.0)
 # neighbouring voxels of a brain correlate (tissue, folds: about 0.85-0.92 at 2-3 mm, noisy or not);
 # noise and an evenly filled phantom do not (about 0): deepbet confidently segments both
 MIN_STRUCTURE = 0.3
@@ -145,7 +146,7 @@ def deepbet_probability(data: np.ndarray, device: str = "cpu") -> np.ndarray:
     import torch.nn.functional as F
 
     box_net, brain_net = load_deepbet(device)
-    # bf16 on a CPU with bf16 instructions: 1.5x faster, masks within 1e-4 Dice of fp32
+    # bf16 on a CPU with bf16 instructions: 1.6x faster, masks within 2e-4 Dice of fp32
     # (benchmarks/README.md, "Brain extraction on whole heads")
     bf16 = device == "cpu" and native_cpu_bf16()
     volume = torch.nan_to_num(torch.as_tensor(np.ascontiguousarray(data, dtype=np.float32), device=device))

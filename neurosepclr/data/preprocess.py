@@ -1,10 +1,11 @@
 """``neurosepclr preprocess``: a BIDS cohort → model-ready volumes in MNI152NLin2009aSym space.
 
-Per image: validation (:mod:`neurosepclr.data.validate`) → reorientation to RAS → resampling to the
-analysis resolution → N4 bias-field correction (ANTs) → registration to the MNI152 2009a template
-at the analysis resolution (ANTs; rigid, affine or SyN) → the template's brain mask → cropping to the
-template's brain box → robust intensity normalisation within the brain → QC (correlation with the
-template inside the mask, and a PNG mosaic).
+Per image: validation (:mod:`neurosepclr.data.validate`) → reorientation to RAS → brain extraction
+(:mod:`neurosepclr.data.brain_extraction`; the head zeroed, the image cut to the brain's box) →
+resampling to the analysis resolution → N4 bias-field correction (ANTs) → registration to the
+MNI152 2009a template at the analysis resolution (ANTs; rigid, affine or SyN) → the template's
+brain mask → cropping to the template's brain box → robust intensity normalisation within the
+brain → QC (correlation with the template inside the mask, and a PNG mosaic).
 
 Outputs form a BIDS derivatives folder; every file is written atomically. Each subject's sidecar
 JSON records the SHA-256 of its input and of the parameters, so a re-run skips subjects whose input
@@ -168,9 +169,15 @@ def _to_ants(img: nib.Nifti1Image, folder: Path, name: str):
 
 
 def register_to_template(
-    img: nib.Nifti1Image, cfg: PreprocessConfig, grid: OutputGrid, seed: int, work: Path
+    img: nib.Nifti1Image,
+    cfg: PreprocessConfig,
+    grid: OutputGrid,
+    seed: int,
+    work: Path,
+    extracted: bool = False,
 ):
-    """N4 + registration with ANTs; returns (data on the grid, list of transform files)."""
+    """N4 + registration with ANTs; returns (data on the grid, list of transform files). With
+    ``extracted`` (the image is 0 outside an extracted brain) N4 fits the bias inside the brain."""
     import ants
 
     moving = _to_ants(img, work, "moving")
@@ -186,7 +193,10 @@ def register_to_template(
         )
     if cfg.bias_correction:
         convergence = {"iters": list(cfg.n4_iterations), "tol": 1e-6}
-        moving = ants.n4_bias_field_correction(moving, shrink_factor=cfg.n4_shrink, convergence=convergence)
+        mask = moving.new_image_like((moving.numpy() > 0).astype("float32")) if extracted else None
+        moving = ants.n4_bias_field_correction(
+            moving, mask=mask, shrink_factor=cfg.n4_shrink, convergence=convergence
+        )
     if cfg.registration == "none":
         warped = ants.resample_image_to_target(moving, fixed, interp_type="linear")
         return warped.numpy(), []
@@ -322,6 +332,18 @@ def qc_mosaic(
     return buffer.getvalue()
 
 
+BRAIN_BOX_MARGIN_MM = 8.0  # the head outside the brain's box is cut before N4 and registration
+
+
+def box_around(mask: np.ndarray, zooms, margin_mm: float) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` widened by ``margin_mm``, clipped to the grid."""
+    found = np.argwhere(mask)
+    margin = np.ceil(margin_mm / np.asarray(zooms, dtype=float)).astype(int)
+    low = np.maximum(found.min(0) - margin, 0)
+    high = np.minimum(found.max(0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+
+
 def native_brain_mask(canonical: nib.Nifti1Image, method: str) -> BrainMask:
     """The brain mask of a native image in RAS voxel order (deepbet on CUDA when there is one)."""
     import torch
@@ -365,14 +387,15 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
     validated = validate_image(source, pid, row["path"], _policy(cfg))
     canonical = nib.as_closest_canonical(validated.to_nifti())
-    brain, brain_warnings = None, []
+    brain, brain_warnings, moving = None, [], canonical
     if cfg.brain_extraction != "none":
         brain = native_brain_mask(canonical, cfg.brain_extraction)
         brain_warnings = check_brain(brain, np.asarray(canonical.dataobj), pid, row["path"])
-        canonical = nib.Nifti1Image(np.asarray(canonical.dataobj) * brain.mask, canonical.affine)
+        moving = nib.Nifti1Image(np.asarray(canonical.dataobj) * brain.mask, canonical.affine)
+        moving = moving.slicer[box_around(brain.mask, moving.header.get_zooms()[:3], BRAIN_BOX_MARGIN_MM)]
     with tempfile.TemporaryDirectory(prefix="neurosepclr-") as tmp:
         work = Path(tmp)
-        warped, transforms = register_to_template(canonical, cfg, grid, seed, work)
+        warped, transforms = register_to_template(moving, cfg, grid, seed, work, extracted=brain is not None)
         try:
             normalised = robust_normalise(warped, grid.brain)
         except ValueError as exc:
@@ -428,6 +451,19 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     return {**qc, **volumes, "cached": False}
 
 
+def process_or_refuse(
+    row: dict, root: Path, out: Path, cfg: PreprocessConfig, seed: int, phash: str, skip_bad: bool
+) -> dict:
+    """:func:`process_subject`; with ``skip_bad`` an image refused while processing (no brain in it,
+    morphometry failing) comes back as ``{"refused": message}`` instead of stopping the cohort."""
+    try:
+        return process_subject(row, root, out, cfg, seed, phash)
+    except InputDataError as exc:
+        if not skip_bad:
+            raise
+        return {"refused": str(exc)}
+
+
 def check_output_dir(out: Path) -> None:
     """Refuse an output folder that holds files but is not a neurosepclr derivatives folder (a
     re-run into our own folder updates it; anything else would be mixed with our outputs)."""
@@ -481,18 +517,6 @@ def preprocess(
         first = failures[0][1]
         more = f" ({len(failures)} of {len(rows)} images failed validation; --skip-bad excludes them)"
         raise InputDataError(first + (more if len(failures) > 1 else ""))
-    excluded = pd.DataFrame(
-        [
-            {
-                "participant_id": r["participant_id"],
-                "session_id": r["session_id"],
-                "path": r["path"],
-                "reason": msg,
-            }
-            for r, msg in failures
-        ],
-        columns=["participant_id", "session_id", "path", "reason"],
-    )
     for _, message in failures:
         log.warning("excluded: %s", message)
     good = [r for r, msg in zip(rows, checks, strict=True) if msg is None]
@@ -502,16 +526,40 @@ def preprocess(
     if cfg.needs_warp():
         log.info("preprocess.features %s need the nonlinear warp: registering with SyN", cfg.features)
     phash = params_hash(cfg)
-    jobs = (delayed(process_subject)(r, cohort.root, out, cfg, config.seed, phash) for r in good)
+    jobs = (delayed(process_or_refuse)(r, cohort.root, out, cfg, config.seed, phash, skip_bad) for r in good)
     results = []
-    for result in tqdm(
-        Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
-        total=len(good),
-        desc="preprocess",
-        unit="image",
-        disable=not progress,
+    for row, result in zip(
+        good,
+        tqdm(
+            Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
+            total=len(good),
+            desc="preprocess",
+            unit="image",
+            disable=not progress,
+        ),
+        strict=True,
     ):
-        results.append(result)
+        if "refused" in result:  # only with --skip-bad: no brain found, registration failed, ...
+            log.warning("excluded: %s", result["refused"])
+            failures.append((row, result["refused"]))
+        else:
+            results.append(result)
+    if not results:
+        raise InputDataError(
+            f"no image could be preprocessed ({len(failures)} refused; the first: {failures[0][1]})"
+        )
+    excluded = pd.DataFrame(
+        [
+            {
+                "participant_id": r["participant_id"],
+                "session_id": r["session_id"],
+                "path": r["path"],
+                "reason": m,
+            }
+            for r, m in failures
+        ],
+        columns=["participant_id", "session_id", "path", "reason"],
+    )
     qc = pd.DataFrame(results)
     cached = int(qc.pop("cached").sum())
     volume_columns = [c for c in TISSUE_VOLUMES if c in qc.columns]

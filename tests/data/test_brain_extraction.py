@@ -1,6 +1,8 @@
 """Brain extraction before registration (issue 20): deepbet on simulated whole heads, scored against
 the simulator's true brain mask; refusal of images with no brain; the shipped networks checked by hash."""
 
+import shutil
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -102,6 +104,25 @@ def test_an_image_with_no_brain_is_refused_before_registration(tmp_path, kind, c
     assert code == ExitCode.DATA
     assert "sub-01" in err and "sub-01_T1w.nii.gz" in err and "noise or a phantom" in err
     assert not list((tmp_path / "deriv").glob("sub-01/anat/*.nii.gz"))
+
+
+def test_skip_bad_excludes_an_image_with_no_brain_and_processes_the_others(heads_and_brains, tmp_path):
+    heads, _, _ = heads_and_brains
+    bids = tmp_path / "bids"
+    write_image(bids, "sub-01", np.random.default_rng(0).rayleigh(100.0, (90, 110, 100)))
+    (bids / "sub-02" / "anat").mkdir(parents=True)
+    shutil.copy(
+        heads / "sub-0001" / "anat" / "sub-0001_T1w.nii.gz", bids / "sub-02" / "anat" / "sub-02_T1w.nii.gz"
+    )
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02"], "diagnosis": ["CN", "PT"]}).to_csv(
+        bids / "participants.tsv", sep="\t", index=False
+    )
+    (bids / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    out = tmp_path / "deriv"
+    assert main(["--quiet", "preprocess", str(bids), str(out), "--resolution", "3", "--skip-bad"]) == 0
+    excluded = pd.read_csv(out / "excluded.tsv", sep="\t")
+    assert excluded["participant_id"].tolist() == ["sub-01"] and "noise or a phantom" in excluded["reason"][0]
+    assert pd.read_csv(out / "qc.tsv", sep="\t")["participant_id"].tolist() == ["sub-02"]
 
 
 def test_an_altered_network_file_is_refused(monkeypatch):
