@@ -15,7 +15,6 @@ registration, as before.
 from __future__ import annotations
 
 import functools
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from scipy import ndimage
 
 from neurosepclr.errors import InputDataError, MissingDependencyError, NeurosepclrError
 from neurosepclr.hardware import native_cpu_bf16
+from neurosepclr.io import sha256_file
 
 DEEPBET_VERSION = "1.0.2"
 DEEPBET_SHA256 = {
@@ -79,14 +79,6 @@ def _deepbet_file(name: str) -> Path:
     raise ModelFileError(f"preprocess.brain_extraction: deepbet's file models/{name} is not installed")
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @functools.lru_cache(maxsize=2)
 def load_deepbet(device: str = "cpu"):
     """The (bounding-box, brain) TorchScript networks, each checked against its pinned SHA-256."""
@@ -98,7 +90,7 @@ def load_deepbet(device: str = "cpu"):
     for path in paths:  # every file checked before any is loaded
         if not path.is_file():
             raise ModelFileError(f"preprocess.brain_extraction: {path} is missing")
-        found = sha256_of(path)
+        found = sha256_file(path)
         if found != DEEPBET_SHA256[path.name]:
             raise ModelFileError(
                 f"preprocess.brain_extraction: {path} has SHA-256 {found[:12]}…, not the pinned "
@@ -125,13 +117,15 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return labels == int(sizes.argmax())
 
 
-def _box_around(mask_small: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...]:
+def _box_around(mask_small: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, ...] | None:
     """The box holding ``mask_small`` scaled to ``shape``, widened by ``BOX_MARGIN`` of its size on
     each side (only planes where more than 2 % of the slice is foreground count)."""
     box = []
     for axis, size in enumerate(shape):
         others = tuple(a for a in range(3) if a != axis)
         occupied = np.flatnonzero(mask_small.mean(axis=others) > 0.02)
+        if occupied.size == 0:  # too little foreground for a box: no brain found
+            return None
         scale = size / mask_small.shape[axis]
         centre = scale * (occupied.min() + occupied.max() + 1) / 2
         extent = scale * (occupied.max() + 1 - occupied.min()) * (1 + 2 * BOX_MARGIN)
@@ -155,10 +149,9 @@ def deepbet_probability(data: np.ndarray, device: str = "cpu") -> np.ndarray:
     low, high = (float(q) for q in torch.quantile(small.flatten(), levels))
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         box_probability = box_net(_network_input(small, low, high))[0, 1].float().cpu().numpy()
-        found = largest_component(box_probability > 0.5)
-        if not found.any():
+        box = _box_around(largest_component(box_probability > 0.5).astype(np.float32), data.shape)
+        if box is None:
             return np.zeros(data.shape, dtype=np.float32)
-        box = _box_around(found.astype(np.float32), data.shape)
         crop = F.interpolate(volume[box][None, None], BRAIN_SHAPE, mode="nearest-exact")
         brain = brain_net(_network_input(crop[0, 0], low, high))[0, 1][None, None].float()
         back = F.interpolate(brain, tuple(s.stop - s.start for s in box), mode="nearest-exact")[0, 0]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import hashlib
 import io
 import json
 import logging
@@ -37,7 +36,14 @@ from neurosepclr.data.cohort import CohortTable
 from neurosepclr.data.template import SPACE, load_template, make_nifti, res_label
 from neurosepclr.data.validate import ValidationPolicy, validate_image
 from neurosepclr.errors import InputDataError, NeurosepclrError, OutputError, require
-from neurosepclr.io import atomic_write_bytes, atomic_write_text, nifti_gz_bytes, sha256_json, tsv_text
+from neurosepclr.io import (
+    atomic_write_bytes,
+    atomic_write_text,
+    nifti_gz_bytes,
+    sha256_file,
+    sha256_json,
+    tsv_text,
+)
 
 log = logging.getLogger("neurosepclr")
 
@@ -76,14 +82,6 @@ def analysis_grid(resolution: float, margin_mm: float) -> OutputGrid:
     shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
     maps = (template.t1, template.brain, template.gm, template.wm, template.csf)
     return OutputGrid(resolution, affine, shape, *(m[box] for m in maps))  # type: ignore[arg-type]
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def params_hash(cfg: PreprocessConfig) -> str:

@@ -153,3 +153,14 @@ def test_structure_inside_separates_anatomy_from_noise():
     assert brain_extraction.structure_inside(noise, mask) < 0.1
     assert brain_extraction.structure_inside(smooth, mask) > 0.8
     assert brain_extraction.structure_inside(np.ones(mask.shape), mask) == 0.0
+
+
+def test_a_box_network_finding_almost_nothing_means_no_brain():
+    """A few stray voxels give no box (no crash): the empty mask is then refused by its volume."""
+    speck = np.zeros((128, 128, 128), dtype=np.float32)
+    speck[60:62, 60:62, 60:62] = 1.0
+    assert brain_extraction._box_around(speck, (90, 110, 100)) is None
+    blob = np.zeros_like(speck)
+    blob[30:90, 30:100, 20:110] = 1.0
+    box = brain_extraction._box_around(blob, (128, 128, 128))
+    assert box is not None and box[0].start < 30 and box[0].stop > 90
