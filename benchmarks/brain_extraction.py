@@ -54,27 +54,37 @@ def simulate(out: Path, n: int, resolution: float, seed: int, *extra: str) -> Pa
     return out
 
 
-def extraction_scores(bids: Path) -> tuple[list[float], list[float]]:
-    """(Dice against the true mask, seconds of deepbet alone) per subject, on one thread."""
+def heads_with_truth(bids: Path):
+    """(participant_id, image in RAS voxel order as float32, true brain mask) per simulated head."""
     import nibabel as nib
     import numpy as np
+
+    for image_path in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz")):
+        pid = image_path.name.split("_")[0]
+        data = nib.as_closest_canonical(nib.load(image_path)).get_fdata(dtype=np.float32)
+        truth_path = bids / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz"
+        yield pid, data, np.asarray(nib.as_closest_canonical(nib.load(truth_path)).dataobj) > 0
+
+
+def dice(mask, truth) -> float:
+    return float(2 * (mask & truth).sum() / (mask.sum() + truth.sum()))
+
+
+def extraction_scores(bids: Path) -> tuple[list[float], list[float]]:
+    """(Dice against the true mask, seconds of deepbet alone) per subject, on one thread."""
     import torch
 
     from neurosepclr.data.brain_extraction import extract_brain, load_deepbet
 
     torch.set_num_threads(1)
     load_deepbet("cpu")  # loading (hash check included) is paid once per worker, not per image
-    dice, seconds = [], []
-    for image_path in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz")):
-        pid = image_path.name.split("_")[0]
-        image = nib.as_closest_canonical(nib.load(image_path))
-        truth_path = bids / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz"
-        truth = np.asarray(nib.as_closest_canonical(nib.load(truth_path)).dataobj) > 0
+    scores, seconds = [], []
+    for _, data, truth in heads_with_truth(bids):
         start = time.perf_counter()
-        brain = extract_brain(image.get_fdata(dtype=np.float32), 1.0, "deepbet")
+        brain = extract_brain(data, 1.0, "deepbet")
         seconds.append(time.perf_counter() - start)
-        dice.append(float(2 * (brain.mask & truth).sum() / (brain.mask.sum() + truth.sum())))
-    return dice, seconds
+        scores.append(dice(brain.mask, truth))
+    return scores, seconds
 
 
 def compare_precision(bids: Path) -> None:
@@ -82,8 +92,6 @@ def compare_precision(bids: Path) -> None:
     seconds and Dice per head, alternating, one thread."""
     from unittest import mock
 
-    import nibabel as nib
-    import numpy as np
     import torch
 
     from neurosepclr.data import brain_extraction
@@ -91,22 +99,16 @@ def compare_precision(bids: Path) -> None:
     torch.set_num_threads(1)
     brain_extraction.load_deepbet("cpu")
     print("participant_id  fp32_s  bf16_s  fp32_dice  bf16_dice  masks_differ_voxels")
-    for image_path in sorted(bids.glob("sub-*/anat/*_T1w.nii.gz")):
-        pid = image_path.name.split("_")[0]
-        data = nib.as_closest_canonical(nib.load(image_path)).get_fdata(dtype=np.float32)
-        truth_path = bids / "derivatives" / "truth" / pid / "anat" / f"{pid}_desc-brain_mask.nii.gz"
-        truth = np.asarray(nib.as_closest_canonical(nib.load(truth_path)).dataobj) > 0
-        row = []
-        masks = []
+    for pid, data, truth in heads_with_truth(bids):
+        seconds, masks = [], []
         for bf16 in (False, True):
             with mock.patch.object(brain_extraction, "native_cpu_bf16", lambda bf16=bf16: bf16):
                 start = time.perf_counter()
-                mask = brain_extraction.extract_brain(data, 1.0, "deepbet").mask
-                row.append(time.perf_counter() - start)
-            masks.append(mask)
-        dice = [2 * (m & truth).sum() / (m.sum() + truth.sum()) for m in masks]
+                masks.append(brain_extraction.extract_brain(data, 1.0, "deepbet").mask)
+                seconds.append(time.perf_counter() - start)
+        scores = [dice(m, truth) for m in masks]
         changed = int((masks[0] != masks[1]).sum())
-        print(f"{pid}  {row[0]:.2f}  {row[1]:.2f}  {dice[0]:.4f}  {dice[1]:.4f}  {changed}")
+        print(f"{pid}  {seconds[0]:.2f}  {seconds[1]:.2f}  {scores[0]:.4f}  {scores[1]:.4f}  {changed}")
 
 
 def main() -> None:
@@ -127,7 +129,7 @@ def main() -> None:
         compare_precision(heads)
         return
     brains = simulate(args.out / "brains", args.subjects, args.resolution, args.seed, "--brain-only")
-    dice, bet_seconds = extraction_scores(heads)
+    dice_scores, bet_seconds = extraction_scores(heads)
     rows = []
     for name, bids, extraction in (
         ("heads, deepbet", heads, "deepbet"),
@@ -145,8 +147,8 @@ def main() -> None:
         rows.append(
             {
                 "pipeline": name,
-                "mask_dice_mean": round(float(np.mean(dice)), 3) if extracted else np.nan,
-                "mask_dice_min": round(float(np.min(dice)), 3) if extracted else np.nan,
+                "mask_dice_mean": round(float(np.mean(dice_scores)), 3) if extracted else np.nan,
+                "mask_dice_min": round(float(np.min(dice_scores)), 3) if extracted else np.nan,
                 "extraction_s_per_image": round(float(np.mean(bet_seconds)), 2) if extracted else 0,
                 "preprocess_s_per_image": round(seconds / len(qc), 1),
                 "template_corr_mean": round(float(r.mean()), 3),

@@ -68,18 +68,27 @@ class OutputGrid:
         return make_nifti(np.asarray(data, dtype=dtype), self.affine, code=4)
 
 
+BRAIN_BOX_MARGIN_MM = 8.0  # the head outside the brain's box is cut before N4 and registration
+
+
+def box_around(mask: np.ndarray, zooms, margin_mm: float) -> tuple[slice, ...]:
+    """The bounding box of ``mask`` widened by ``margin_mm``, clipped to the grid."""
+    found = np.argwhere(mask)
+    margin = np.ceil(margin_mm / np.asarray(zooms, dtype=float)).astype(int)
+    low = np.maximum(found.min(0) - margin, 0)
+    high = np.minimum(found.max(0) + 1 + margin, mask.shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
+
+
 @functools.lru_cache(maxsize=4)
 def analysis_grid(resolution: float, margin_mm: float) -> OutputGrid:
     """Template grid at ``resolution`` cropped to the brain's bounding box plus ``margin_mm``."""
     template = load_template(resolution)
-    margin = int(np.ceil(margin_mm / resolution))
-    ijk = np.argwhere(template.brain)
-    lo = np.maximum(ijk.min(0) - margin, 0)
-    hi = np.minimum(ijk.max(0) + margin + 1, template.shape)
-    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    box = box_around(template.brain, (resolution,) * 3, margin_mm)
+    lo = np.array([s.start for s in box])
     affine = template.affine.copy()
     affine[:3, 3] = template.affine[:3, :3] @ lo + template.affine[:3, 3]
-    shape = tuple(int(b - a) for a, b in zip(lo, hi, strict=True))
+    shape = tuple(s.stop - s.start for s in box)
     maps = (template.t1, template.brain, template.gm, template.wm, template.csf)
     return OutputGrid(resolution, affine, shape, *(m[box] for m in maps))  # type: ignore[arg-type]
 
@@ -328,18 +337,6 @@ def qc_mosaic(
     fig.savefig(buffer, format="png", dpi=80)
     plt.close(fig)
     return buffer.getvalue()
-
-
-BRAIN_BOX_MARGIN_MM = 8.0  # the head outside the brain's box is cut before N4 and registration
-
-
-def box_around(mask: np.ndarray, zooms, margin_mm: float) -> tuple[slice, ...]:
-    """The bounding box of ``mask`` widened by ``margin_mm``, clipped to the grid."""
-    found = np.argwhere(mask)
-    margin = np.ceil(margin_mm / np.asarray(zooms, dtype=float)).astype(int)
-    low = np.maximum(found.min(0) - margin, 0)
-    high = np.minimum(found.max(0) + 1 + margin, mask.shape)
-    return tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
 
 
 def native_brain_mask(canonical: nib.Nifti1Image, method: str) -> BrainMask:
