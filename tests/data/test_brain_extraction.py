@@ -11,7 +11,7 @@ from scipy import ndimage
 
 from neurosepclr.cli import main
 from neurosepclr.data import brain_extraction
-from neurosepclr.errors import ExitCode, MissingDependencyError
+from neurosepclr.errors import ExitCode, InputDataError, MissingDependencyError
 from tests.conftest import tiny_config
 
 SUBJECTS = ["sub-0001", "sub-0002", "sub-0003"]
@@ -164,3 +164,19 @@ def test_a_box_network_finding_almost_nothing_means_no_brain():
     blob[30:90, 30:100, 20:110] = 1.0
     box = brain_extraction._box_around(blob, (128, 128, 128))
     assert box is not None and box[0].start < 30 and box[0].stop > 90
+
+
+def test_mask_volume_is_refused_when_impossible_and_flagged_when_implausible():
+    rng = np.random.default_rng(2)
+    anatomy = ndimage.gaussian_filter(rng.normal(size=(40, 40, 40)), 2.0)  # structured, like a brain
+    mask = np.zeros(anatomy.shape, dtype=bool)
+    mask[5:35, 5:35, 5:35] = True  # 27,000 voxels
+
+    def brain(voxel_mm3):
+        return brain_extraction.BrainMask(mask, mask.sum() * voxel_mm3 / 1000.0, "deepbet")
+
+    assert brain_extraction.check_brain(brain(60.0), anatomy, "sub-01", "f.nii.gz") == []  # 1620 mL
+    flagged = brain_extraction.check_brain(brain(110.0), anatomy, "sub-01", "f.nii.gz")  # 2970 mL
+    assert len(flagged) == 1 and "2970 mL" in flagged[0] and "800-2800" in flagged[0]
+    with pytest.raises(InputDataError, match=r"sub-01: f.nii.gz: .* 135 mL of brain, outside the possible"):
+        brain_extraction.check_brain(brain(5.0), anatomy, "sub-01", "f.nii.gz")
