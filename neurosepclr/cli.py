@@ -280,28 +280,50 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
 
 def _cmd_preprocess(args: argparse.Namespace) -> int:
     config = _resolve_config(args)
-    from neurosepclr.data.cohort import GroupMapping, build_cohort
-    from neurosepclr.data.preprocess import check_output_dir, preprocess
+    from neurosepclr.data.cohort import GroupMapping, build_cohort, parse_shard, select_shard
+    from neurosepclr.data.preprocess import check_output_dir, preprocess, write_group_tables
     from neurosepclr.errors import require
     from neurosepclr.io import attach_log_file
 
     require("ants", "preprocess", "neurosepclr preprocess")  # nothing is written before these checks
     check_output_dir(args.out_dir)
+    shard = parse_shard(args.shard) if args.shard is not None else None
     mapping = GroupMapping.from_config(config.data)
-    cohort = build_cohort(args.bids_dir, mapping, args.participant_label)
-    _lock(args, args.out_dir, "preprocess")
-    log_path = attach_log_file(args.out_dir, "preprocess")
-    log.info(
-        "preprocess %d image(s) from %s into %s (log %s)", len(cohort), args.bids_dir, args.out_dir, log_path
-    )
-    qc = preprocess(
-        cohort,
-        args.out_dir,
-        config,
-        n_jobs=config.pipeline.workers(),
-        skip_bad=config.pipeline.skip_bad,
-        progress=not args.quiet,
-    )
+    if args.group_only:
+        if args.participant_label or shard is not None:
+            raise UsageError(
+                "preprocess: --group-only tabulates every subject; drop --participant-label/--shard"
+            )
+        if not (args.out_dir / "dataset_description.json").is_file():
+            raise MissingInputError(
+                f"{args.out_dir}: no derivatives yet (run the participant-level step first)"
+            )
+        log_path = attach_log_file(args.out_dir, "preprocess")
+        log.info("preprocess --group-only: group tables of %s (log %s)", args.out_dir, log_path)
+        qc = write_group_tables(args.out_dir, args.bids_dir, config, mapping)
+    else:
+        cohort = build_cohort(args.bids_dir, mapping, args.participant_label)
+        if shard is not None:
+            cohort = select_shard(cohort, *shard)
+        if len(cohort) == 0:
+            log.warning("shard %s holds no participant; nothing to do", args.shard)
+            return ExitCode.OK
+        log_path = attach_log_file(args.out_dir, "preprocess")
+        log.info(
+            "preprocess %d image(s) from %s into %s (log %s)",
+            len(cohort),
+            args.bids_dir,
+            args.out_dir,
+            log_path,
+        )
+        qc = preprocess(
+            cohort,
+            args.out_dir,
+            config,
+            n_jobs=config.pipeline.workers(),
+            skip_bad=config.pipeline.skip_bad,
+            progress=not args.quiet,
+        )
     failed = int((~qc["qc_pass"].astype(bool)).sum())
     if failed:
         log.warning(
@@ -352,6 +374,18 @@ def _args_preprocess(cmd: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="LABEL",
         help="process only these subjects (with or without 'sub-')",
+    )
+    cmd.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="process only shard I of N (I from 0 to N-1; participants sorted, every N-th from the I-th): "
+        "one task of a job array, e.g. --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+    )
+    cmd.add_argument(
+        "--group-only",
+        action="store_true",
+        help="process nothing: rebuild cohort.tsv, qc.tsv and excluded.tsv from the subjects already in "
+        "OUT_DIR (the group step after a job array)",
     )
 
 

@@ -62,6 +62,12 @@ def attach_log_file(folder: str | Path, command: str) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot create {logs}: {exc.strerror or exc}") from None
     path = logs / f"{command}_{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.log"
+    try:  # concurrent processes (preprocess job arrays) started in the same second get their own file
+        path.open("x").close()
+    except FileExistsError:
+        path = path.with_name(f"{path.stem}_pid{os.getpid()}.log")
+    except OSError as exc:
+        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     handler.setLevel(logging.DEBUG)
@@ -147,6 +153,44 @@ def folder_lock(folder: str | Path, command: str):
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, shared: bool = False):
+    """Hold a lock on the file ``path`` (created if absent), waiting for it: exclusive, or shared with
+    other shared holders. ``flock`` locks: released by the kernel when the process dies; on NFS the
+    Linux client maps them to byte-range locks the server arbitrates (Lustre needs ``-o flock``)."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+        yield handle
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def is_locked(path: str | Path) -> bool:
+    """Whether another process holds any lock on ``path`` (checked without waiting)."""
+    import fcntl
+
+    try:
+        handle = open(path, "a+")
+    except OSError:
+        return False
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def sha256_json(payload) -> str:

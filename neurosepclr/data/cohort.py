@@ -211,3 +211,26 @@ def build_cohort(
     first = ["participant_id", "session_id", "path", "group"]
     table = table[first + [c for c in table.columns if c not in first]]
     return CohortTable(root, table.reset_index(drop=True), mapping)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` → (I, N), with 0 ≤ I < N; a clear usage error otherwise."""
+    from neurosepclr.errors import UsageError
+
+    index, _, count = text.partition("/")
+    try:
+        shard = int(index), int(count)
+    except ValueError:
+        shard = (-1, 0)
+    if not 0 <= shard[0] < shard[1]:
+        raise UsageError(f"--shard {text}: expected I/N with 0 <= I < N, e.g. 0/10")
+    return shard
+
+
+def select_shard(cohort: CohortTable, index: int, count: int) -> CohortTable:
+    """The participants of shard ``index`` of ``count``: sorted IDs, every ``count``-th from the
+    ``index``-th (all sessions of a participant in one shard; shards of one cohort never overlap)."""
+    ids = sorted(cohort.frame["participant_id"].unique())
+    chosen = set(ids[index::count])
+    frame = cohort.frame[cohort.frame["participant_id"].isin(chosen)].reset_index(drop=True)
+    return CohortTable(cohort.root, frame, cohort.mapping)

@@ -10,6 +10,13 @@ brain → QC (correlation with the template inside the mask, and a PNG mosaic).
 Outputs form a BIDS derivatives folder; every file is written atomically. Each subject's sidecar
 JSON records the SHA-256 of its input and of the parameters, so a re-run skips subjects whose input
 content and parameters are unchanged (cache keyed by content, not by path).
+
+Any number of processes, on one machine or many sharing the folder, may preprocess into it at once
+(``--participant-label``, ``--shard I/N``): a subject is processed under its own lock, its sidecar
+(or, when it is refused, an exclusion record) is its record, and the group tables (``cohort.tsv``,
+``qc.tsv``, ``excluded.tsv``, ``tissue_volumes.tsv``) are rebuilt from the records under a group
+lock at the end of each process, or alone with ``--group-only``. Processes with different
+settings on one folder at the same time are refused.
 """
 
 from __future__ import annotations
@@ -32,13 +39,15 @@ from scipy import ndimage
 from neurosepclr import __version__
 from neurosepclr.config import Config, PreprocessConfig, dump_config
 from neurosepclr.data.brain_extraction import BrainMask, check_brain, extract_brain
-from neurosepclr.data.cohort import CohortTable
+from neurosepclr.data.cohort import CohortTable, GroupMapping, build_cohort, read_participants
 from neurosepclr.data.template import SPACE, load_template, make_nifti, res_label
 from neurosepclr.data.validate import ValidationPolicy, validate_image
-from neurosepclr.errors import InputDataError, NeurosepclrError, OutputError, require
+from neurosepclr.errors import InputDataError, NeurosepclrError, OutputError, TemporaryFailure, require
 from neurosepclr.io import (
     atomic_write_bytes,
     atomic_write_text,
+    file_lock,
+    is_locked,
     nifti_gz_bytes,
     sha256_file,
     sha256_json,
@@ -134,6 +143,18 @@ def output_paths(participant_id: str, session_id: str, resolution: float) -> dic
     }
 
 
+STATE = ".neurosepclr"  # lock files and exclusion records: bookkeeping, not BIDS derivatives
+
+
+def lock_path(out: Path, name: str) -> Path:
+    return out / STATE / "locks" / f"{name}.lock"
+
+
+def exclusion_record(out: Path, participant_id: str, session_id: str) -> Path:
+    """Where a refused image's record lies (its reason, input path and settings)."""
+    return out / STATE / "excluded" / f"{subject_stem(participant_id, session_id)}.json"
+
+
 MORPHOMETRY = ("gm", "gm_modulated", "logjacobian")
 TISSUE_VOLUMES = ("csf_ml", "gm_ml", "wm_ml", "tiv_ml")  # tissue_volumes.tsv, with morphometry
 
@@ -175,6 +196,14 @@ def _to_ants(img: nib.Nifti1Image, folder: Path, name: str):
     return ants.image_read(str(path))
 
 
+def ants_random_seed(seed: int) -> int:
+    """The seed handed to ANTs through ``ANTS_RANDOM_SEED``: ANTsPy 0.6 drops
+    ``registration(random_seed=...)``, and ANTs reads 0 as "seed from the clock", so ``seed`` is
+    mapped to 1 … 2³¹−1. With one ITK thread per image the registration is then bit-reproducible;
+    with several, the Mattes mutual-information sums run in a varying order."""
+    return seed % (2**31 - 1) + 1
+
+
 def register_to_template(
     img: nib.Nifti1Image,
     cfg: PreprocessConfig,
@@ -207,12 +236,9 @@ def register_to_template(
     if cfg.registration == "none":
         warped = ants.resample_image_to_target(moving, fixed, interp_type="linear")
         return warped.numpy(), []
+    os.environ["ANTS_RANDOM_SEED"] = str(ants_random_seed(seed))
     reg = ants.registration(
-        fixed,
-        moving,
-        type_of_transform=ANTS_TRANSFORMS[cfg.registration],
-        random_seed=seed,
-        outprefix=str(work / "reg_"),
+        fixed, moving, type_of_transform=ANTS_TRANSFORMS[cfg.registration], outprefix=str(work / "reg_")
     )
     warped = ants.apply_transforms(fixed, moving, reg["fwdtransforms"], interpolator="linear")
     return warped.numpy(), list(reg["fwdtransforms"])
@@ -446,17 +472,38 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     return {**qc, **volumes, "cached": False}
 
 
+def write_exclusion(out: Path, row: dict, reason: str, phash: str) -> None:
+    """Record that ``row``'s image was refused (with ``--skip-bad``) under the settings ``phash``."""
+    record = {
+        "participant_id": row["participant_id"],
+        "session_id": row["session_id"],
+        "path": row["path"],
+        "reason": reason,
+        "ParamsSHA256": phash,
+    }
+    atomic_write_text(
+        exclusion_record(out, row["participant_id"], row["session_id"]), json.dumps(record, indent=2) + "\n"
+    )
+
+
 def process_or_refuse(
     row: dict, root: Path, out: Path, cfg: PreprocessConfig, seed: int, phash: str, skip_bad: bool
 ) -> dict:
-    """:func:`process_subject`; with ``skip_bad`` an image refused while processing (no brain in it,
-    morphometry failing) comes back as ``{"refused": message}`` instead of stopping the cohort."""
-    try:
-        return process_subject(row, root, out, cfg, seed, phash)
-    except InputDataError as exc:
-        if not skip_bad:
-            raise
-        return {"refused": str(exc)}
+    """:func:`process_subject` under the subject's lock (a second process handed the same subject
+    waits, then finds it cached); with ``skip_bad`` an image refused while processing (no brain in
+    it, morphometry failing) is recorded and comes back as ``{"refused": message}`` instead of
+    stopping the cohort."""
+    pid, session = row["participant_id"], row["session_id"]
+    with file_lock(lock_path(out, subject_stem(pid, session))):
+        try:
+            result = process_subject(row, root, out, cfg, seed, phash)
+        except InputDataError as exc:
+            if not skip_bad:
+                raise
+            write_exclusion(out, row, str(exc), phash)
+            return {"refused": str(exc)}
+        exclusion_record(out, pid, session).unlink(missing_ok=True)
+    return result
 
 
 def check_output_dir(out: Path) -> None:
@@ -466,7 +513,7 @@ def check_output_dir(out: Path) -> None:
         return
     if not out.is_dir():
         raise OutputError(f"{out} is a file, not a folder; choose a folder for the derivatives")
-    held = sorted(p.name for p in out.iterdir() if p.name not in {"logs", ".neurosepclr.lock"})
+    held = sorted(p.name for p in out.iterdir() if p.name not in {"logs", ".neurosepclr.lock", STATE})
     if not held:
         return
     try:
@@ -482,6 +529,24 @@ def check_output_dir(out: Path) -> None:
         )
 
 
+@contextlib.contextmanager
+def settings_guard(out: Path, phash: str):
+    """Hold this process's settings lock (shared with processes of the same settings) and refuse
+    to start while a process with other settings works in ``out`` (exit 75): one folder, one set of
+    settings at a time. Each process takes its own lock before looking for others, so of two
+    processes started at once with different settings at least one sees the other."""
+    own = lock_path(out, f"settings-{phash[:16]}")
+    with file_lock(own, shared=True):
+        others = sorted(p for p in own.parent.glob("settings-*.lock") if p != own)
+        busy = [p.stem.removeprefix("settings-") for p in others if is_locked(p)]
+        if busy:
+            raise TemporaryFailure(
+                f"{out} is being preprocessed by another process with different settings (params "
+                f"{busy[0]}…, these are {phash[:16]}…); give every process the same config, or another folder"
+            )
+        yield
+
+
 def preprocess(
     cohort: CohortTable,
     out_dir: str | Path,
@@ -490,7 +555,9 @@ def preprocess(
     skip_bad: bool = False,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """Preprocess every image of ``cohort`` into the derivatives folder ``out_dir``; returns qc.tsv."""
+    """Preprocess every image of ``cohort`` into the derivatives folder ``out_dir``, then rebuild
+    the folder's group tables (:func:`write_group_tables`); returns qc.tsv (every subject of the
+    folder, not only these)."""
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
@@ -512,59 +579,129 @@ def preprocess(
         first = failures[0][1]
         more = f" ({len(failures)} of {len(rows)} images failed validation; --skip-bad excludes them)"
         raise InputDataError(first + (more if len(failures) > 1 else ""))
-    for _, message in failures:
-        log.warning("excluded: %s", message)
     good = [r for r, msg in zip(rows, checks, strict=True) if msg is None]
-    if not good:
+    if rows and not good:
         raise InputDataError("no image passed validation; nothing to preprocess")
 
-    if cfg.needs_warp():
-        log.info("preprocess.features %s need the nonlinear warp: registering with SyN", cfg.features)
     phash = params_hash(cfg)
-    jobs = (delayed(process_or_refuse)(r, cohort.root, out, cfg, config.seed, phash, skip_bad) for r in good)
-    results = []
-    for row, result in zip(
-        good,
-        tqdm(
-            Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
-            total=len(good),
-            desc="preprocess",
-            unit="image",
-            disable=not progress,
-        ),
-        strict=True,
-    ):
-        if "refused" in result:  # only with --skip-bad: no brain found, registration failed, ...
-            log.warning("excluded: %s", result["refused"])
-            failures.append((row, result["refused"]))
-        else:
-            results.append(result)
-    if not results:
-        raise InputDataError(
-            f"no image could be preprocessed ({len(failures)} refused; the first: {failures[0][1]})"
+    _write_description(out, cohort.root, cfg)  # first: marks the folder as ours for other processes
+    with settings_guard(out, phash):
+        for row, message in failures:
+            log.warning("excluded: %s", message)
+            write_exclusion(out, row, message, phash)
+        if cfg.needs_warp():
+            log.info("preprocess.features %s need the nonlinear warp: registering with SyN", cfg.features)
+        jobs = (
+            delayed(process_or_refuse)(r, cohort.root, out, cfg, config.seed, phash, skip_bad) for r in good
         )
-    excluded = pd.DataFrame(
-        [
-            {
-                "participant_id": r["participant_id"],
-                "session_id": r["session_id"],
-                "path": r["path"],
-                "reason": m,
-            }
-            for r, m in failures
-        ],
-        columns=["participant_id", "session_id", "path", "reason"],
-    )
-    qc = pd.DataFrame(results)
-    cached = int(qc.pop("cached").sum())
-    volume_columns = [c for c in TISSUE_VOLUMES if c in qc.columns]
-    volumes = qc[["participant_id", "session_id", *volume_columns]] if volume_columns else None
-    qc = qc.drop(columns=volume_columns)
-    log.info(
-        "preprocessed %d image(s), %d reused from cache, %d excluded", len(qc) - cached, cached, len(failures)
-    )
+        results = []
+        for row, result in zip(
+            good,
+            tqdm(
+                Parallel(n_jobs=n_jobs, return_as="generator")(jobs),
+                total=len(good),
+                desc="preprocess",
+                unit="image",
+                disable=not progress,
+            ),
+            strict=True,
+        ):
+            if "refused" in result:  # only with --skip-bad: no brain found, registration failed, ...
+                log.warning("excluded: %s", result["refused"])
+                failures.append((row, result["refused"]))
+            else:
+                results.append(result)
+        if rows and not results:
+            raise InputDataError(
+                f"no image could be preprocessed ({len(failures)} refused; the first: {failures[0][1]})"
+            )
+        cached = sum(bool(r["cached"]) for r in results)
+        log.info(
+            "preprocessed %d image(s), %d reused from cache, %d excluded",
+            len(results) - cached,
+            cached,
+            len(failures),
+        )
+        return write_group_tables(out, cohort.root, config, cohort.mapping)
 
-    _write_dataset_files(out, cohort, config, qc, excluded, volumes)
+
+def recorded_participants(out: Path) -> list[str]:
+    """Participants with a record in the derivatives folder (a sidecar or an exclusion record)."""
+    found = {p.name.split("_")[0] for p in out.glob("sub-*/**/anat/sub-*_desc-preproc_T1w.json")}
+    found |= {p.stem.split("_")[0] for p in (out / STATE / "excluded").glob("sub-*.json")}
+    return sorted(found)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_group_tables(out: Path, root: Path, config: Config, mapping: GroupMapping) -> pd.DataFrame:
+    """Rebuild ``cohort.tsv``, ``qc.tsv``, ``excluded.tsv`` and ``tissue_volumes.tsv`` from the
+    per-subject records written with the current settings (the group step: reads JSON, never an
+    image), under the folder's group lock so the last writer has seen every record; returns qc.tsv.
+    Records of other settings are left out (logged); images of ``root`` without a record are not yet
+    preprocessed (logged)."""
+    cfg = config.preprocess
+    phash = params_hash(cfg)
+    with file_lock(lock_path(out, "group")):
+        listed = set(read_participants(root / "participants.tsv")["participant_id"].dropna())
+        labels = [pid for pid in recorded_participants(out) if pid in listed]
+        if not labels:
+            raise InputDataError(f"{out}: no preprocessed subject of {root} found; nothing to tabulate")
+        cohort = build_cohort(root, mapping, labels)
+        results, excluded, other_settings, missing = [], [], [], []
+        wanted = ("preproc", "mask", "qc_png", *morphometry_features(cfg))
+        wanted += ("native_mask",) if cfg.brain_extraction != "none" else ()
+        for row in cohort.frame.to_dict(orient="records"):
+            pid, session = row["participant_id"], row["session_id"]
+            paths = output_paths(pid, session, cfg.resolution)
+            refused = _read_json(exclusion_record(out, pid, session))
+            meta = _read_json(out / paths["sidecar"])
+            if refused and refused.get("ParamsSHA256") == phash and refused.get("path") == row["path"]:
+                excluded.append({k: refused[k] for k in ("participant_id", "session_id", "path", "reason")})
+            elif (
+                meta
+                and meta.get("ParamsSHA256") == phash
+                and meta.get("Sources") == [f"bids:raw:{row['path']}"]
+                and all((out / paths[k]).is_file() for k in wanted)
+            ):
+                results.append({**meta["QC"], **meta.get("TissueVolumes", {})})
+            elif meta or refused:
+                other_settings.append(subject_stem(pid, session))
+            else:
+                missing.append(subject_stem(pid, session))
+        if other_settings:
+            log.warning(
+                "%d image(s) preprocessed with other settings left out of the group tables (%s%s); "
+                "preprocess them again with these settings",
+                len(other_settings),
+                ", ".join(other_settings[:3]),
+                ", …" if len(other_settings) > 3 else "",
+            )
+        if not results:
+            raise InputDataError(
+                f"{out}: no subject preprocessed with these settings (params {phash[:16]}…); give the "
+                "group step the config of the participant-level runs"
+            )
+        excluded_table = pd.DataFrame(excluded, columns=["participant_id", "session_id", "path", "reason"])
+        qc = pd.DataFrame(results)
+        volume_columns = [c for c in TISSUE_VOLUMES if c in qc.columns]
+        volumes = qc[["participant_id", "session_id", *volume_columns]] if volume_columns else None
+        qc = qc.drop(columns=volume_columns)
+        _write_dataset_files(out, cohort, config, qc, excluded_table, volumes)
+    waiting = len(listed - set(labels)) + len({m.split("_")[0] for m in missing})
+    log.info(
+        "group tables of %s: %d image(s), %d excluded; %d participant(s) of %s without outputs yet",
+        out,
+        len(qc),
+        len(excluded_table),
+        waiting,
+        root,
+    )
     return qc
 
 
@@ -580,15 +717,7 @@ def kept_columns(cohort: CohortTable, config: Config) -> list[str]:
     return [c for c in dict.fromkeys(wanted) if c in cohort.frame.columns]
 
 
-def _write_dataset_files(
-    out: Path,
-    cohort: CohortTable,
-    config: Config,
-    qc: pd.DataFrame,
-    excluded: pd.DataFrame,
-    volumes: pd.DataFrame | None,
-) -> None:
-    cfg = config.preprocess
+def _write_description(out: Path, root: Path, cfg: PreprocessConfig) -> None:
     atomic_write_text(
         out / "dataset_description.json",
         json.dumps(
@@ -604,12 +733,24 @@ def _write_dataset_files(
                         f"{cfg.resolution:g} mm)",
                     }
                 ],
-                "SourceDatasets": [{"URL": cohort.root.resolve().as_uri()}],
+                "SourceDatasets": [{"URL": root.resolve().as_uri()}],
             },
             indent=2,
         )
         + "\n",
     )
+
+
+def _write_dataset_files(
+    out: Path,
+    cohort: CohortTable,
+    config: Config,
+    qc: pd.DataFrame,
+    excluded: pd.DataFrame,
+    volumes: pd.DataFrame | None,
+) -> None:
+    cfg = config.preprocess
+    _write_description(out, cohort.root, cfg)
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
     atomic_write_bytes(
         out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_T1w.nii.gz", nifti_gz_bytes(grid.image(grid.t1))
