@@ -345,9 +345,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not (args.derivatives / "cohort.tsv").is_file():
         raise MissingInputError(f"{args.derivatives}: no cohort.tsv (run neurosepclr preprocess first)")
     check_run_dir(args.run_dir, args.resume, args.force)  # before the log file is written into it
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, rank 0 alone holds the run folder
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:  # under torchrun, rank 0 alone holds the run folder
         _lock(args, args.run_dir, "train")
-    log_path = attach_log_file(args.run_dir, "train")
+    log_path = attach_log_file(args.run_dir, "train" if rank == 0 else f"train-rank{rank}")
     log.info("train on %s into %s (log %s)", args.derivatives, args.run_dir, log_path)
     scores = train(
         config, args.derivatives, args.run_dir, resume=args.resume, force=args.force, progress=not args.quiet
