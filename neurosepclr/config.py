@@ -545,6 +545,14 @@ class SubtypeConfig:
     per_subject_maps: bool = _opt(
         False, "also write one saliency map per subject", flag="--per-subject-maps", commands=("subtype",)
     )
+    saliency_sample: int = _opt(
+        250,
+        "subjects attributed per subtype and among the controls for the group maps, drawn at random "
+        "(seeded) where a group is larger; 0: all (--per-subject-maps attributes everyone)",
+        ge=0,
+        flag="--saliency-sample",
+        commands=("subtype",),
+    )
 
     def validate(self, prefix: str) -> None:
         if len(self.k_range) != 2 or self.k_range[0] > self.k_range[1]:

@@ -97,6 +97,21 @@ def attribute(
     return torch.cat(out).numpy()
 
 
+def saliency_rows(labels: np.ndarray, control_rows: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """Rows attributed for the group maps: all of them with ``limit`` 0, else at most ``limit`` of
+    each subtype and of the controls, drawn without replacement (seeded), in row order. The maps
+    are means over subjects, so their cost stays bounded in N while their noise does not grow."""
+    if limit <= 0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    groups = np.where(control_rows, "\0controls", labels.astype(str))
+    chosen = []
+    for group in sorted(set(groups)):
+        members = np.flatnonzero(groups == group)
+        chosen.append(rng.choice(members, limit, replace=False) if len(members) > limit else members)
+    return np.sort(np.concatenate(chosen))
+
+
 def group_maps(
     attributions: np.ndarray, labels: np.ndarray, control_rows: np.ndarray, absolute: np.ndarray | None = None
 ) -> dict[str, dict[str, np.ndarray]]:

@@ -29,7 +29,7 @@ import torch
 
 from neurosepclr.analysis.evaluate import probe_table
 from neurosepclr.analysis.report import ReportContent, write_report
-from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table
+from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table, saliency_rows
 from neurosepclr.atlases import LICENCES, load_atlas, load_label_atlas
 from neurosepclr.clustering import SalientSubtyper, stability_table, subtyper_from_dict, subtyper_to_dict
 from neurosepclr.compute import representations, resolve_device
@@ -211,35 +211,50 @@ def saliency_maps(
     subtypes: pd.DataFrame,
     settings: SubtypeConfig,
     device: torch.device,
-) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], dict[str, dict]]:
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, dict[str, np.ndarray]], dict[str, dict], dict[str, int]]:
     """Step 4: attribution of each subject's (whitened) distance from the controls' centre, averaged
-    per subtype. Returns the per-subject attributions summed over the input channels, the per-subtype
-    maps of that sum and, with several input features, the per-subtype maps of each feature."""
+    per subtype over at most ``saliency_sample`` subjects per group (:func:`saliency_rows`). Returns
+    the attributions of the subjects attributed (every subject with ``per_subject_maps``) summed over
+    the input channels, the per-subtype maps of that sum, with several input features the
+    per-subtype maps of each feature, and how many subjects each map averages."""
     data = embedded.data
     background_point = torch.from_numpy(embedded.salient[embedded.reference_rows].mean(axis=0)).float()
     whitening = None
     if settings.standardise == "controls":  # the controls' metric the subtypes were found in
         whitening = torch.from_numpy(subtyper.whitening_).float()
     baseline = data.volumes[torch.from_numpy(embedded.reference_rows)].mean(dim=0, keepdim=True)
-    log.info("saliency (%s) of %d subjects", settings.saliency, len(data))
+    labels = subtypes["subtype"].to_numpy(dtype=object)
+    controls = ~embedded.is_target
+    limit = 0 if settings.per_subject_maps else settings.saliency_sample
+    rows = saliency_rows(labels, controls, limit, seed)
+    log.info(
+        "saliency (%s) of %d of %d subjects (at most %s per subtype and of the controls)",
+        settings.saliency,
+        len(rows),
+        len(data),
+        limit or "all",
+    )
     attributions = attribute(
         run.model,
-        data.volumes,
+        data.volumes[torch.from_numpy(rows)] if len(rows) < len(data) else data.volumes,
         background_point,
         baseline,
         method=settings.saliency,
         whitening=whitening,
         device=device,
     )
-    labels = subtypes["subtype"].to_numpy(dtype=object)
-    controls = ~embedded.is_target
+    labels, controls = labels[rows], controls[rows]
+    attributed = {"limit_per_group": limit, "controls": int(controls.sum())}
+    names, counts = np.unique(labels[~controls].astype(str), return_counts=True)
+    attributed |= {str(name): int(count) for name, count in zip(names, counts, strict=True)}
     features = run.config.data.features
     per_feature = {}
     if len(features) > 1:
         per_feature = {f: group_maps(attributions[:, c], labels, controls) for c, f in enumerate(features)}
     combined = attributions.sum(axis=1)  # signed: the channels' shares of one total (integrated gradients)
     magnitude = np.abs(attributions).sum(axis=1)  # unsigned: channels of opposite sign do not cancel
-    return combined, group_maps(combined, labels, controls, absolute=magnitude), per_feature
+    return combined, group_maps(combined, labels, controls, absolute=magnitude), per_feature, attributed
 
 
 def write_maps_and_tables(
@@ -323,8 +338,12 @@ def subtype(
         "K = %d subtypes (%s)", k, ", ".join(f"{n}: {int((subtypes['subtype'] == n).sum())}" for n in names)
     )
 
-    attributions, maps, per_feature = saliency_maps(run, embedded, subtyper, subtypes, settings, device)
+    attributions, maps, per_feature, attributed = saliency_maps(
+        run, embedded, subtyper, subtypes, settings, device, config.seed
+    )
     tables = write_maps_and_tables(out, maps, embedded.data.affine, atlases)
+    saliency_record = {"method": settings.saliency, "subjects_attributed": attributed}
+    atomic_write_text(out / "maps" / "saliency.json", json.dumps(saliency_record, indent=2) + "\n")
     for feature, feature_maps in per_feature.items():
         write_maps_and_tables(out, feature_maps, embedded.data.affine, atlases, feature)
     if settings.per_subject_maps:

@@ -11,6 +11,7 @@ from neurosepclr.analysis.saliency import (
     hemisphere,
     map_image,
     region_table,
+    saliency_rows,
 )
 from neurosepclr.atlases import Atlas
 
@@ -173,3 +174,15 @@ def test_maps_carry_the_template_affine_and_blank_text_fields():
     np.testing.assert_allclose(image.affine, affine)
     assert int(image.header["sform_code"]) == 4 and int(image.header["qform_code"]) == 4
     assert image.header["descrip"].item() == b""
+
+
+def test_saliency_rows_cap_each_group_and_are_seeded():
+    labels = np.array(["control"] * 50 + ["S1"] * 30 + ["S2"] * 3, dtype=object)
+    controls = labels == "control"
+    np.testing.assert_array_equal(saliency_rows(labels, controls, 0, seed=0), np.arange(83))
+    rows = saliency_rows(labels, controls, 10, seed=0)
+    chosen, counts = np.unique(labels[rows], return_counts=True)
+    assert dict(zip(chosen, counts, strict=True)) == {"control": 10, "S1": 10, "S2": 3}  # S2 whole
+    assert (np.diff(rows) > 0).all()  # row order, no repeats
+    np.testing.assert_array_equal(rows, saliency_rows(labels, controls, 10, seed=0))
+    assert not np.array_equal(rows, saliency_rows(labels, controls, 10, seed=1))

@@ -242,3 +242,18 @@ def test_several_input_features_give_maps_and_tables_per_feature(tiny_derivative
     ]
     np.testing.assert_allclose(combined, parts[0] + parts[1], atol=1e-5)  # the channels' shares add up
     assert "The encoders saw t1, gm" in (out / "report.html").read_text()
+
+
+def test_group_maps_average_a_stated_sample_of_each_subtype(subtype_out, smoke_run, tmp_path):
+    subtypes = pd.read_csv(subtype_out / "subtypes.tsv", **READ)
+    full = json.loads((subtype_out / "maps" / "saliency.json").read_text())["subjects_attributed"]
+    sizes = subtypes["subtype"].value_counts().to_dict()
+    assert full == {"limit_per_group": 250, "controls": sizes.pop("control"), **sizes}
+    out = tmp_path / "sampled"
+    args = ["--quiet", "subtype", str(smoke_run), "--k", "2", "--saliency-sample", "1", "--out", str(out)]
+    assert main(args) == 0
+    sampled = json.loads((out / "maps" / "saliency.json").read_text())["subjects_attributed"]
+    assert sampled == {"limit_per_group": 1, "controls": 1, "S1": 1, "S2": 1}
+    for name in ("S1", "S2"):
+        image = nib.load(out / "maps" / f"subtype-{name}_desc-saliency_map.nii.gz")
+        assert np.asarray(image.dataobj).max() > 0
