@@ -546,7 +546,7 @@ class SubtypeConfig:
         False, "also write one saliency map per subject", flag="--per-subject-maps", commands=("subtype",)
     )
     saliency_sample: int = _opt(
-        250,
+        100,
         "subjects attributed per subtype and among the controls for the group maps, drawn at random "
         "(seeded) where a group is larger; 0: all (--per-subject-maps attributes everyone)",
         ge=0,

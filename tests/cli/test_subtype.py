@@ -248,7 +248,7 @@ def test_group_maps_average_a_stated_sample_of_each_subtype(subtype_out, smoke_r
     subtypes = pd.read_csv(subtype_out / "subtypes.tsv", **READ)
     full = json.loads((subtype_out / "maps" / "saliency.json").read_text())["subjects_attributed"]
     sizes = subtypes["subtype"].value_counts().to_dict()
-    assert full == {"limit_per_group": 250, "controls": sizes.pop("control"), **sizes}
+    assert full == {"limit_per_group": 100, "controls": sizes.pop("control"), **sizes}
     out = tmp_path / "sampled"
     args = ["--quiet", "subtype", str(smoke_run), "--k", "2", "--saliency-sample", "1", "--out", str(out)]
     assert main(args) == 0
