@@ -204,6 +204,15 @@ def fit_subtypes(
     return subtyper, subtypes, names
 
 
+def mean_volume(volumes: torch.Tensor, rows: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """The mean of ``volumes[rows]`` (1, C, D, H, W), read ``chunk`` subjects at a time, so a
+    memory-mapped cohort is never copied into RAM whole."""
+    total = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
+    for start in range(0, len(rows), chunk):
+        total += volumes[torch.from_numpy(rows[start : start + chunk])].double().sum(dim=0, keepdim=True)
+    return (total / max(len(rows), 1)).float()
+
+
 def saliency_maps(
     run: TrainedRun,
     embedded: Embedded,
@@ -223,7 +232,7 @@ def saliency_maps(
     whitening = None
     if settings.standardise == "controls":  # the controls' metric the subtypes were found in
         whitening = torch.from_numpy(subtyper.whitening_).float()
-    baseline = data.volumes[torch.from_numpy(embedded.reference_rows)].mean(dim=0, keepdim=True)
+    baseline = mean_volume(data.volumes, np.flatnonzero(embedded.reference_rows))
     labels = subtypes["subtype"].to_numpy(dtype=object)
     controls = ~embedded.is_target
     limit = 0 if settings.per_subject_maps else settings.saliency_sample

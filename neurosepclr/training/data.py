@@ -140,7 +140,6 @@ def load_derivatives(
     if table is None:
         table = read_cohort_table(root, include_failed_qc)
     columns = feature_columns(table, tuple(features), root)
-    volumes: list[torch.Tensor] = []
     stack: torch.Tensor | None = None
     hashes: list[str] = []
     grid: list = []  # the first image's (affine, shape): every image must share it
@@ -152,14 +151,12 @@ def load_derivatives(
             per_feature.append(sha256_bytes(raw))
         pooled = torch.cat(channels)
         hashes.append(subject_hash(per_feature, tuple(features)))
-        if memmap is None:
-            volumes.append(pooled)
-            continue
-        if stack is None:
-            stack = _open_memmap(Path(memmap), (len(table), *pooled.shape))
+        if stack is None:  # filled in place: the cohort is held once, never as a list and a copy
+            shape = (len(table), *pooled.shape)
+            stack = torch.empty(shape) if memmap is None else _open_memmap(Path(memmap), shape)
         stack[index] = pooled
     if stack is None:
-        stack = torch.stack(volumes)
+        raise InputDataError(f"{root}: no subject to load")
     manifest = _manifest(table, columns, hashes)
     is_target = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
     return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(grid[0], pool), manifest)

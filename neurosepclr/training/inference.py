@@ -45,13 +45,15 @@ class TrainedRun:
         """A cohort's volumes on the training grid, normalised as in training; by default the run's
         own cohort (checked against its manifest)."""
         features = tuple(self.config.data.features)
+        # as in training: with train.cache memmap the volumes stay in a mapped file, not in RAM
+        memmap = self.run_dir / ".volumes-analysis.npy" if self.config.train.cache == "memmap" else None
         if derivatives is not None:
             folder = derivatives
-            data = load_derivatives(folder, self.config.train.pool, features)
+            data = load_derivatives(folder, self.config.train.pool, features, memmap=memmap)
         else:  # the first recorded place whose images are the ones the run was trained on
             candidates = derivatives_candidates(self.run_dir, self.run_json, self.moved_derivatives)
             for number, folder in enumerate(candidates, start=1):
-                data = load_derivatives(folder, self.config.train.pool, features)
+                data = load_derivatives(folder, self.config.train.pool, features, memmap=memmap)
                 try:
                     self._check_manifest(folder, data.manifest)
                     break

@@ -257,3 +257,22 @@ def test_group_maps_average_a_stated_sample_of_each_subtype(subtype_out, smoke_r
     for name in ("S1", "S2"):
         image = nib.load(out / "maps" / f"subtype-{name}_desc-saliency_map.nii.gz")
         assert np.asarray(image.dataobj).max() > 0
+
+
+def test_a_memmap_run_is_analysed_from_a_memory_map_with_the_same_values(smoke_run, monkeypatch):
+    from dataclasses import replace
+
+    import neurosepclr.training.data as data_module
+    from neurosepclr.training.inference import load_run
+
+    mapped_files = []
+    open_memmap = data_module._open_memmap
+    monkeypatch.setattr(data_module, "_open_memmap", lambda path, shape: mapped_files.append(path) or
+                        open_memmap(path, shape))  # fmt: skip
+    run = load_run(smoke_run)
+    in_ram = run.cohort().volumes
+    assert mapped_files == []
+    run.config = replace(run.config, train=replace(run.config.train, cache="memmap"))
+    mapped = run.cohort().volumes
+    assert mapped_files == [smoke_run / ".volumes-analysis.npy"] and not mapped_files[0].exists()
+    np.testing.assert_array_equal(mapped.numpy(), in_ram.numpy())
