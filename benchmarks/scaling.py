@@ -11,7 +11,7 @@ the analysis grid (the template T1 plus per-subject noise and a per-patient inte
 * ``subtype``: ``subtype`` on that run, each of its steps timed, and the size of ``report.html``.
 
     python benchmarks/scaling.py OUT --sizes 1000 5000 10000 --resolution 6
-    python benchmarks/scaling.py OUT --sizes 1000 --resolution 2 --skip-subtype
+    python benchmarks/scaling.py OUT --sizes 1000 --resolution 2 --skip-train
 """
 
 from __future__ import annotations
@@ -73,6 +73,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+class MemorySampler:
+    """Peaks of anonymous memory (RAM the process owns) and of mapped file pages (a memory map's
+    pages, which the kernel may drop at any time), sampled from /proc every 20 ms: ``ru_maxrss``
+    adds both together."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peaks = {"RssAnon": 0, "RssFile": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in self.peaks:
+                self.peaks[key] = max(self.peaks[key], int(value.split()[0]))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._sample()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        return {"peak_anon_mb": self.peaks["RssAnon"] / 1024, "peak_file_mb": self.peaks["RssFile"] / 1024}
+
+
 def measure_cache(derivatives: Path, memmap: bool) -> dict:
     from neurosepclr.training.data import load_derivatives
 
@@ -104,7 +134,7 @@ def measure_train(derivatives: Path, run: Path, extra: list[str]) -> dict:
 
     config = load_config(Path(__file__).parents[1] / "pipelines" / "demo.yaml", settings(extra))
     started = time.perf_counter()
-    train(config, derivatives, run, progress=False)
+    train(config, derivatives, run, force=True, progress=False)
     steps = [json.loads(line)["seconds"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     return {"seconds": time.perf_counter() - started, "step_seconds_median": statistics.median(steps[1:])}
 
@@ -157,6 +187,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 5000, 10000])
     parser.add_argument("--resolution", type=float, default=6.0)
+    parser.add_argument("--skip-train", action="store_true", help="the cache only (implies --skip-subtype)")
     parser.add_argument("--skip-subtype", action="store_true")
     parser.add_argument("--measure", nargs="+", help=argparse.SUPPRESS)
     args, extra = parser.parse_known_args()
@@ -165,13 +196,14 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(1)
+        sampler = MemorySampler()
         if kind == "cache":
             result = measure_cache(Path(paths[0]), paths[1] == "memmap")
         elif kind == "train":
             result = measure_train(Path(paths[0]), Path(paths[1]), extra)
         else:
             result = measure_subtype(Path(paths[0]), extra)
-        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
+        print(json.dumps({**result, "peak_rss_mb": peak_rss_mb(), **sampler.stop()}))
         return
 
     machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
@@ -185,11 +217,17 @@ def main() -> None:
             result = child("cache", [str(derivatives), mode])
             row[f"cache_{mode}_seconds"] = result["seconds"]
             row[f"cache_{mode}_peak_rss_mb"] = result["peak_rss_mb"]
+            row[f"cache_{mode}_peak_anon_mb"] = result["peak_anon_mb"]
             row["cache_mb"] = result["cache_mb"]
+        if args.skip_train:
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            continue
         run = derivatives.parent / "run"
         result = child("train", [str(derivatives), str(run)])
         row["train_step_seconds"] = result["step_seconds_median"]
         row["train_peak_rss_mb"] = result["peak_rss_mb"]
+        row["train_peak_anon_mb"] = result["peak_anon_mb"]
         if not args.skip_subtype:
             result = child("subtype", [str(run)])
             row |= {f"subtype_{k}": v for k, v in result.items()}
