@@ -427,6 +427,11 @@ class TrainConfig:
         "where the pooled volumes live during training: ram, or memmap (a memory-mapped array in the "
         "run folder, for cohorts larger than RAM; unlinked as soon as it is mapped)",
     )
+    cache_dir: str = _opt(
+        "",
+        "folder of the memmap cache; empty: the run folder (on a cluster, a node-local disk such as "
+        "$TMPDIR: every rank writes its own)",
+    )
     batch_size: int = _opt(32, "subjects per step (each seen in two views)", ge=2)
     target_fraction: float = _opt(0.5, "fraction of patients in every batch", gt=0, le=1)
     steps: int = _opt(500, "optimiser steps", ge=1)

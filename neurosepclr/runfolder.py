@@ -24,7 +24,7 @@ from neurosepclr.io import atomic_write_text, sha256_json
 # Config sections that change the trained weights, and keys inside them that do not.
 TRAINING_SECTIONS = ("seed", "data", "model", "train", "loss")
 NOT_TRAINING_KEYS = {
-    "train": ("steps", "eval_every", "checkpoint_every", "cache"),
+    "train": ("steps", "eval_every", "checkpoint_every", "cache", "cache_dir"),
     "data": ("exclude",),  # chooses who preprocess keeps; training reads the cohort table
 }
 # subtype keys that choose the best checkpoint under train.select: clusters

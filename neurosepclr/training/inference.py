@@ -46,7 +46,10 @@ class TrainedRun:
         own cohort (checked against its manifest)."""
         features = tuple(self.config.data.features)
         # as in training: with train.cache memmap the volumes stay in a mapped file, not in RAM
-        memmap = self.run_dir / ".volumes-analysis.npy" if self.config.train.cache == "memmap" else None
+        train = self.config.train
+        local = Path(train.cache_dir) if train.cache_dir else None  # training's node-local folder, if here
+        cache_folder = local if local is not None and local.is_dir() else self.run_dir
+        memmap = cache_folder / ".volumes-analysis.npy" if train.cache == "memmap" else None
         if derivatives is not None:
             folder = derivatives
             data = load_derivatives(folder, self.config.train.pool, features, memmap=memmap)

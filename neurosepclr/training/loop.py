@@ -391,7 +391,7 @@ def train(
     autocast = autocast_factory(precision, device)
 
     # 1. data: pooled volumes, control-referenced inputs
-    cache = run_dir / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
+    cache = Path(cfg.cache_dir or run_dir) / f".volumes-rank{ctx.rank}.npy" if cfg.cache == "memmap" else None
     data = load_derivatives(derivatives, cfg.pool, tuple(config.data.features), memmap=cache, table=table)
     intensity = intensity_channels(config.data.features, cfg.augment.intensity_features)
     train_idx = np.flatnonzero(split == "train")

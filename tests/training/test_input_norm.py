@@ -62,14 +62,23 @@ def test_memory_mapped_cohort_holds_the_same_values_and_leaves_no_file(tiny_deri
     assert torch.equal(mapped.volumes, expected)
 
 
-def test_memmap_cache_trains_to_the_same_weights_as_ram(tiny_derivatives, tmp_path):
+def test_memmap_cache_trains_to_the_same_weights_as_ram(tiny_derivatives, tmp_path, monkeypatch):
+    import neurosepclr.training.data as data_module
+
+    mapped_files = []
+    open_memmap = data_module._open_memmap
+    monkeypatch.setattr(data_module, "_open_memmap", lambda path, shape: mapped_files.append(path) or
+                        open_memmap(path, shape))  # fmt: skip
     weights = {}
+    local = tmp_path / "node-local"
     for cache in ("ram", "memmap"):
         run = tmp_path / cache
         argv = ["--quiet", "train", str(tiny_derivatives), str(run), "--config", SMOKE]
-        assert main([*argv, "--set", "train.input_norm=controls", "--set", f"train.cache={cache}"]) == 0
+        argv += ["--set", "train.input_norm=controls", "--set", f"train.cache={cache}"]
+        assert main([*argv, "--set", f"train.cache_dir={local}"]) == 0
         weights[cache] = load_checkpoint(run / "checkpoints" / "last.pt")["model"]
-        assert not list(run.rglob("*.npy"))
+        assert not list(run.rglob("*.npy")) and not list(local.glob("*.npy"))
+    assert mapped_files == [local / ".volumes-rank0.npy"]  # the memmap run's cache, in cache_dir
     for key, value in weights["ram"].items():
         torch.testing.assert_close(weights["memmap"][key], value, rtol=0, atol=0, msg=key)
 
