@@ -34,7 +34,7 @@ test: setup
 	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not gpu and not ddp" -x $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not gpu and not ddp and not multiprocess" -x $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
