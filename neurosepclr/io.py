@@ -132,18 +132,12 @@ def folder_lock(folder: str | Path, command: str):
     import fcntl
 
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / ".neurosepclr.lock", "a+")
-    except OSError as exc:
-        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    handle = _open_lock_file(folder / ".neurosepclr.lock", folder)
+    if not _try_lock(handle, fcntl.LOCK_EX):
         handle.close()
         raise TemporaryFailure(
             f"{folder} is in use by another neurosepclr command; wait for it to end, or use another folder"
-        ) from None
+        )
     try:
         handle.seek(0)
         handle.truncate()
@@ -162,12 +156,7 @@ def file_lock(path: str | Path, shared: bool = False):
     Linux client maps them to byte-range locks the server arbitrates (Lustre needs ``-o flock``)."""
     import fcntl
 
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")
-    except OSError as exc:
-        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+    handle = _open_lock_file(Path(path), Path(path))
     try:
         fcntl.flock(handle, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield handle
@@ -185,12 +174,30 @@ def is_locked(path: str | Path) -> bool:
     except OSError:
         return False
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(handle, fcntl.LOCK_EX):
             return True
         fcntl.flock(handle, fcntl.LOCK_UN)
         return False
+
+
+def _open_lock_file(path: Path, named: Path):
+    """Open (creating it and its folder) a lock file; ``cannot create <named>`` when that fails."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "a+")
+    except OSError as exc:
+        raise OutputError(f"cannot create {named}: {exc.strerror or exc}") from None
+
+
+def _try_lock(handle, kind: int) -> bool:
+    """Take the ``flock`` lock ``kind`` on ``handle`` without waiting; whether it was free."""
+    import fcntl
+
+    try:
+        fcntl.flock(handle, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 def sha256_json(payload) -> str:

@@ -387,6 +387,20 @@ def _policy(cfg: PreprocessConfig) -> ValidationPolicy:
     return ValidationPolicy(max_voxels=cfg.max_voxels, max_nonfinite_fraction=cfg.max_nonfinite_fraction)
 
 
+def required_outputs(cfg: PreprocessConfig) -> tuple[str, ...]:
+    """The :func:`output_paths` keys a subject preprocessed with ``cfg`` must have on disk."""
+    extracted = ("native_mask",) if cfg.brain_extraction != "none" else ()
+    return ("preproc", "mask", "qc_png", *extracted, *morphometry_features(cfg))
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON record, or None when it is missing, unreadable or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, seed: int, phash: str) -> dict:
     """Preprocess one image (or reuse its cached outputs); returns its QC row."""
     pid, session = row["participant_id"], row["session_id"]
@@ -394,15 +408,9 @@ def process_subject(row: dict, root: Path, out: Path, cfg: PreprocessConfig, see
     source = root / row["path"]
     input_hash = sha256_file(source)
     sidecar = out / paths["sidecar"]
-    if sidecar.is_file():
-        try:
-            meta = json.loads(sidecar.read_text())
-        except (OSError, json.JSONDecodeError):
-            meta = {}
-        extracted = ("native_mask",) if cfg.brain_extraction != "none" else ()
-        wanted = ("preproc", "mask", "qc_png", *extracted, *morphometry_features(cfg))
-        outputs_there = all((out / paths[k]).is_file() for k in wanted)
-        if meta.get("InputSHA256") == input_hash and meta.get("ParamsSHA256") == phash and outputs_there:
+    meta = _read_json(sidecar) if sidecar.is_file() else None
+    if meta and meta.get("InputSHA256") == input_hash and meta.get("ParamsSHA256") == phash:
+        if all((out / paths[k]).is_file() for k in required_outputs(cfg)):
             return {**meta["QC"], **meta.get("TissueVolumes", {}), "cached": True}
 
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
@@ -632,13 +640,6 @@ def recorded_participants(out: Path) -> list[str]:
     return sorted(found)
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
 def write_group_tables(out: Path, root: Path, config: Config, mapping: GroupMapping) -> pd.DataFrame:
     """Rebuild ``cohort.tsv``, ``qc.tsv``, ``excluded.tsv`` and ``tissue_volumes.tsv`` from the
     per-subject records written with the current settings (the group step: reads JSON, never an
@@ -654,8 +655,6 @@ def write_group_tables(out: Path, root: Path, config: Config, mapping: GroupMapp
             raise InputDataError(f"{out}: no preprocessed subject of {root} found; nothing to tabulate")
         cohort = build_cohort(root, mapping, labels)
         results, excluded, other_settings, missing = [], [], [], []
-        wanted = ("preproc", "mask", "qc_png", *morphometry_features(cfg))
-        wanted += ("native_mask",) if cfg.brain_extraction != "none" else ()
         for row in cohort.frame.to_dict(orient="records"):
             pid, session = row["participant_id"], row["session_id"]
             paths = output_paths(pid, session, cfg.resolution)
@@ -667,7 +666,7 @@ def write_group_tables(out: Path, root: Path, config: Config, mapping: GroupMapp
                 meta
                 and meta.get("ParamsSHA256") == phash
                 and meta.get("Sources") == [f"bids:raw:{row['path']}"]
-                and all((out / paths[k]).is_file() for k in wanted)
+                and all((out / paths[k]).is_file() for k in required_outputs(cfg))
             ):
                 results.append({**meta["QC"], **meta.get("TissueVolumes", {})})
             elif meta or refused:
@@ -750,7 +749,6 @@ def _write_dataset_files(
     volumes: pd.DataFrame | None,
 ) -> None:
     cfg = config.preprocess
-    _write_description(out, cohort.root, cfg)
     grid = analysis_grid(cfg.resolution, cfg.crop_margin_mm)
     atomic_write_bytes(
         out / f"tpl-{SPACE}_res-{res_label(cfg.resolution)}_T1w.nii.gz", nifti_gz_bytes(grid.image(grid.t1))
