@@ -43,7 +43,7 @@ from neurosepclr.io import (
     write_dataset_description,
 )
 from neurosepclr.runfolder import subject_frame, write_embeddings
-from neurosepclr.training.data import CohortTensors
+from neurosepclr.training.data import CohortTensors, mean_volume
 from neurosepclr.training.inference import TrainedRun, load_run, training_membership
 
 log = logging.getLogger("neurosepclr")
@@ -204,15 +204,6 @@ def fit_subtypes(
     return subtyper, subtypes, names
 
 
-def mean_volume(volumes: torch.Tensor, rows: np.ndarray, chunk: int = 64) -> torch.Tensor:
-    """The mean of ``volumes[rows]`` (1, C, D, H, W), read ``chunk`` subjects at a time, so a
-    memory-mapped cohort is never copied into RAM whole."""
-    total = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
-    for start in range(0, len(rows), chunk):
-        total += volumes[torch.from_numpy(rows[start : start + chunk])].double().sum(dim=0, keepdim=True)
-    return (total / max(len(rows), 1)).float()
-
-
 def saliency_maps(
     run: TrainedRun,
     embedded: Embedded,
@@ -232,7 +223,7 @@ def saliency_maps(
     whitening = None
     if settings.standardise == "controls":  # the controls' metric the subtypes were found in
         whitening = torch.from_numpy(subtyper.whitening_).float()
-    baseline = mean_volume(data.volumes, np.flatnonzero(embedded.reference_rows))
+    baseline = mean_volume(data.volumes, np.flatnonzero(embedded.reference_rows)).float()
     labels = subtypes["subtype"].to_numpy(dtype=object)
     controls = ~embedded.is_target
     limit = 0 if settings.per_subject_maps else settings.saliency_sample

@@ -207,6 +207,15 @@ def _chunks(indices: np.ndarray, size: int = 64):
         yield indices[start : start + size]
 
 
+def mean_volume(volumes: torch.Tensor, rows: np.ndarray, chunk: int = 64) -> torch.Tensor:
+    """The float64 mean (1, C, D, H, W) of ``volumes[rows]``, read ``chunk`` subjects at a time, so
+    a memory-mapped cohort is never read into RAM at once."""
+    total = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
+    for rows_chunk in _chunks(rows, chunk):
+        total += volumes[rows_chunk].double().sum(dim=0, keepdim=True)
+    return total / max(len(rows), 1)
+
+
 def _reference_statistics(
     volumes: torch.Tensor, row_groups: list[np.ndarray]
 ) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -217,10 +226,7 @@ def _reference_statistics(
     squares = torch.zeros((1, *volumes.shape[1:]), dtype=torch.float64)
     means = []
     for rows in row_groups:
-        total = torch.zeros_like(squares)
-        for chunk in _chunks(rows):
-            total += volumes[chunk].double().sum(dim=0, keepdim=True)
-        mean = total / len(rows)
+        mean = mean_volume(volumes, rows)
         for chunk in _chunks(rows):
             squares += (volumes[chunk].double() - mean).pow(2).sum(dim=0, keepdim=True)
         means.append(mean)
