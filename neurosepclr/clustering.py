@@ -202,6 +202,59 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         return self.fit(X, reference=reference).labels_
 
 
+def assignment_frequencies(
+    model: SalientSubtyper,
+    X: np.ndarray,
+    X_all: np.ndarray,
+    reference: np.ndarray | None = None,
+    n_boot: int = 100,
+    seed: int = 0,
+    n_init: int = 10,
+) -> np.ndarray:
+    """(len(X_all), K): the share of refits that put each subject in each of ``model``'s subtypes.
+
+    Each refit clusters a bootstrap resample of the fitted patients ``X`` (and of the controls
+    ``reference`` it whitens against); its subtypes are matched to the model's by the assignment
+    (Hungarian) that agrees most on ``X``, then it labels ``X_all``. A patient the model places
+    between two subtypes lands on either side from one refit to the next: its frequency is the
+    calibrated uncertainty a soft k-means membership cannot give (HYDRA and Smile-GAN report the
+    same agreement over resamples). Refits that fail (a resample with fewer distinct patients
+    than K) are not counted.
+    """
+    import warnings
+
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.base import clone
+
+    check_is_fitted(model, "cluster_centers_")
+    X, X_all = np.asarray(X, dtype=np.float64), np.asarray(X_all, dtype=np.float64)
+    k = model.n_subtypes
+    base = model.predict(X)
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((len(X_all), k))
+    fitted = 0
+    for _ in range(n_boot):
+        rows = rng.integers(0, len(X), len(X))
+        ref = None if reference is None else reference[rng.integers(0, len(reference), len(reference))]
+        refit = clone(model).set_params(n_init=n_init, random_state=int(rng.integers(2**31 - 1)))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                refit.fit(X[rows], reference=ref)
+        except ValueError:
+            continue
+        overlap = np.zeros((k, k))
+        np.add.at(overlap, (refit.predict(X), base), 1)
+        source, target = linear_sum_assignment(-overlap)
+        mapping = np.empty(k, dtype=int)
+        mapping[source] = target
+        counts[np.arange(len(X_all)), mapping[refit.predict(X_all)]] += 1
+        fitted += 1
+    if fitted == 0:
+        raise ValueError("no bootstrap refit succeeded: too few distinct patients for K subtypes")
+    return counts / fitted
+
+
 def subtyper_to_dict(model: SalientSubtyper) -> dict:
     """Plain-JSON description of a fitted subtyper (no pickle)."""
     check_is_fitted(model, "cluster_centers_")

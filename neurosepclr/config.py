@@ -529,7 +529,20 @@ class SubtypeConfig:
     )
     n_resamples: int = _opt(20, "split-half resamples of the stability score of each K", ge=2, le=1000)
     confidence: float = _opt(
-        0.7, "a patient is 'confident' when the probability of its subtype reaches this", ge=0, le=1
+        0.9,
+        "a patient is 'confident' when its assignment frequency over the bootstrap refits reaches this "
+        "(the membership probability when bootstrap is 0)",
+        ge=0,
+        le=1,
+    )
+    bootstrap: int = _opt(
+        100,
+        "refits of the subtypes on bootstrap resamples of the training patients and controls; each "
+        "patient's assignment frequency over them is its calibrated uncertainty (0: none)",
+        ge=0,
+        le=10000,
+        flag="--bootstrap",
+        commands=("subtype",),
     )
     atlases: list[str] = _opt(
         ["aal"],
@@ -549,6 +562,42 @@ class SubtypeConfig:
     )
     per_subject_maps: bool = _opt(
         False, "also write one saliency map per subject", flag="--per-subject-maps", commands=("subtype",)
+    )
+    covariates: list[str] = _opt(
+        ["age", "sex", "site"],
+        "cohort.tsv columns the effect-size maps adjust for, where present (numeric: linear; "
+        "others: one indicator per level)",
+        flag="--covariates",
+        many=True,
+        commands=("subtype",),
+    )
+    effect_size_threshold: float = _opt(
+        0.8,
+        "|Cohen's d| drawn on the effect-size maps and clustered in their tables (0.8: a large effect)",
+        gt=0,
+        flag="--effect-size-threshold",
+        commands=("subtype",),
+    )
+    saliency_threshold: float = _opt(
+        3.09,
+        "z of the saliency test (subtype vs controls, one-sided Welch) drawn and clustered (3.09: "
+        "p < 0.001 at one voxel, uncorrected)",
+        gt=0,
+        flag="--saliency-threshold",
+        commands=("subtype",),
+    )
+    min_cluster_mm3: float = _opt(
+        100.0, "smallest cluster listed in the cluster tables, in mm³", ge=0, flag="--min-cluster-mm3",
+        commands=("subtype",),
+    )  # fmt: skip
+    viewer: bool = _opt(
+        False,
+        "also write an interactive viewer page per subtype map (nilearn view_img; offline, ~2 MB each)",
+        flag="--viewer",
+        commands=("subtype",),
+    )
+    patient_pages: bool = _opt(
+        True, "write one HTML page per patient (patients/)", flag="--patient-pages", commands=("subtype",)
     )
     saliency_sample: int = _opt(
         100,

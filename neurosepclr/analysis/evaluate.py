@@ -34,12 +34,15 @@ from sklearn.metrics import (
     r2_score,
 )
 
+from neurosepclr.analysis.statistics import bootstrap_interval, chance_level
 from neurosepclr.data.truth import TRUTH_PATIENT, Truth, load_truth
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import atomic_write_text, read_tsv
 from neurosepclr.probes import held_out_predictions
 
 TRAIN_SPLIT = "train"
+# value: held-out score; chance: a probe that knows nothing; ci_low/ci_high: 95 % bootstrap interval
+PROBE_COLUMNS = ["space", "task", "metric", "value", "n", "chance", "ci_low", "ci_high"]
 _SPACE_COLUMN = re.compile(r"^(?P<space>[A-Za-z][A-Za-z0-9]*)_(?P<k>\d+)$")
 
 
@@ -112,10 +115,13 @@ def _probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int) -> pd
                 scores = {"mae": mean_absolute_error, "r2": r2_score} if predicted is not None else {}
             for metric, score in scores.items():
                 value = score(target[held], predicted)
+                low, high = bootstrap_interval(target[held], predicted, score, seed=seed)
+                chance = chance_level(metric, target[held], target[~held] if (~held).any() else None)
                 rows.append(
-                    {"space": space, "task": task, "metric": metric, "value": value, "n": int(held.sum())}
-                )
-    return pd.DataFrame(rows, columns=["space", "task", "metric", "value", "n"])
+                    {"space": space, "task": task, "metric": metric, "value": value, "n": int(held.sum()),
+                     "chance": chance, "ci_low": low, "ci_high": high}
+                )  # fmt: skip
+    return pd.DataFrame(rows, columns=PROBE_COLUMNS)
 
 
 def _resample_like(img: nib.Nifti1Image, reference: nib.Nifti1Image, order: int) -> np.ndarray:

@@ -115,81 +115,88 @@ def saliency_rows(labels: np.ndarray, control_rows: np.ndarray, limit: int, seed
 def group_maps(
     attributions: np.ndarray, labels: np.ndarray, control_rows: np.ndarray, absolute: np.ndarray | None = None
 ) -> dict[str, dict[str, np.ndarray]]:
-    """Per label: mean |attribution| (``saliency``), mean signed attribution (``signed``) and the z-map
-    of mean |attribution| against the controls' per-voxel distribution (``zmap``). ``absolute``: the
+    """Per label: mean |attribution| (``saliency``), mean signed attribution (``signed``) and the
+    z-statistic of mean |attribution| against the controls' (``zmap``). ``absolute``: the
     magnitudes to average instead of ``|attributions|`` (several input channels: the sum of each
     channel's magnitude, so channels of opposite sign do not cancel).
 
-    The z-map reads: how much more this subtype's salient code depends on each voxel than the
-    controls' codes do, in units of the controls' between-subject spread (floored at a tenth of its
-    median to avoid dividing by nothing outside the brain).
+    The z-map is a one-sided Welch test per voxel (:func:`~neurosepclr.analysis.statistics.welch_z`):
+    does this subtype's salient code depend on the voxel more than the controls' codes do? It is
+    uncorrected for the number of voxels; z ≥ 3.09 is p < 0.001 at one voxel.
     """
+    from neurosepclr.analysis.statistics import welch_z
+
     absolute = np.abs(attributions) if absolute is None else absolute
     controls = absolute[control_rows]
-    reference_mean = controls.mean(axis=0) if len(controls) else np.zeros(absolute.shape[1:])
-    spread = controls.std(axis=0) if len(controls) > 1 else np.ones(absolute.shape[1:])
-    positive = spread[spread > 0]
-    spread = np.maximum(spread, 0.1 * np.median(positive) if positive.size else 1.0)
+    n_controls = len(controls)
+    reference_mean = controls.mean(axis=0) if n_controls else np.zeros(absolute.shape[1:])
+    reference_var = controls.var(axis=0, ddof=1) if n_controls > 1 else np.zeros(absolute.shape[1:])
     maps = {}
     for label in sorted(set(labels[~control_rows])):
         rows = (labels == label) & ~control_rows
-        mean_abs = absolute[rows].mean(axis=0)
+        group = absolute[rows]
+        mean_abs = group.mean(axis=0)
+        variance = group.var(axis=0, ddof=1) if len(group) > 1 else np.zeros_like(mean_abs)
+        zmap = (
+            welch_z(mean_abs, variance, len(group), reference_mean, reference_var, n_controls)
+            if n_controls > 1 and len(group) > 1
+            else np.zeros_like(mean_abs)
+        )
         maps[str(label)] = {
             "saliency": mean_abs,
             "signed": attributions[rows].mean(axis=0),
-            "zmap": (mean_abs - reference_mean) / spread,
+            "zmap": zmap.astype(np.float32),
         }
     return maps
 
 
-def hemisphere(name: str, centroid_x_mm: float) -> str:
-    """'left' / 'right' from the region name (``_L``/``_R``, ``Left``/``Right``, ``lh``/``rh``) or, when
-    the name does not say, from the side of its centroid (RAS+ x); 'midline' within 2 mm of x = 0."""
+def hemisphere(name: str, centroid_x_mm: float, left_fraction: float | None = None) -> str:
+    """'left' / 'right' from the region name (``_L``/``_R``, ``Left``/``Right``, ``lh``/``rh``); when
+    the name does not say, 'midline' for a region with 20–80 % of its voxels left of x = 0
+    (``left_fraction``; vermis, brainstem) or a centroid within 2 mm of x = 0, else the side of its
+    centroid (RAS+ x)."""
     lowered = name.lower()
     if re.search(r"(^|[_\-. ])(l|lh|left)($|[_\-. ])", lowered) or lowered.startswith("left"):
         return "left"
     if re.search(r"(^|[_\-. ])(r|rh|right)($|[_\-. ])", lowered) or lowered.startswith("right"):
         return "right"
-    if abs(centroid_x_mm) <= 2.0:
+    if abs(centroid_x_mm) <= 2.0 or (left_fraction is not None and 0.2 <= left_fraction <= 0.8):
         return "midline"
     return "left" if centroid_x_mm < 0 else "right"
 
 
-def resample_to_atlas(values: np.ndarray, affine: np.ndarray, atlas) -> np.ndarray:
-    """A map sampled at the atlas's voxels (trilinear; 0 outside the map's field of view)."""
-    atlas_to_map = np.linalg.inv(affine) @ atlas.affine
-    coords = np.indices(atlas.labels.shape, dtype=np.float64).reshape(3, -1)
-    mapped = atlas_to_map[:3, :3] @ coords + atlas_to_map[:3, 3:4]
-    sampled = ndimage.map_coordinates(values.astype(np.float64), mapped, order=1, mode="constant", cval=0.0)
-    return sampled.reshape(atlas.labels.shape)
-
-
 def region_table(saliency: np.ndarray, signed: np.ndarray, affine: np.ndarray, atlas) -> pd.DataFrame:
-    """Regions ranked by mean |saliency|: hemisphere, voxel count, mean signed and absolute saliency,
-    share of the absolute saliency summed over all labelled voxels."""
-    absolute = resample_to_atlas(np.abs(saliency), affine, atlas)
-    signed_at_atlas = resample_to_atlas(signed, affine, atlas)
+    """Every region of the atlas ranked by mean |saliency| (the maps resampled trilinearly onto the
+    atlas grid): full name, hemisphere, volume in mm³, mean signed and absolute saliency, share of the
+    absolute saliency summed over all labelled voxels."""
+    from neurosepclr.analysis.clusters import resample_map
+    from neurosepclr.atlases import full_region_name
+
+    absolute = resample_map(np.abs(saliency), affine, atlas.affine, atlas.labels.shape)
+    signed_at_atlas = resample_map(signed, affine, atlas.affine, atlas.labels.shape)
     labels = atlas.labels
+    columns = ["rank", "region", "region_name", "label", "hemisphere", "volume_mm3", "mean_saliency",
+               "mean_abs_saliency", "share_abs_saliency"]  # fmt: skip
     index = np.array(sorted(i for i in np.unique(labels) if i > 0 and int(i) in atlas.names))
     if index.size == 0:
-        return pd.DataFrame(
-            columns=["rank", "region", "label", "hemisphere", "n_voxels", "mean_saliency",
-                     "mean_abs_saliency", "share_abs_saliency"]
-        )  # fmt: skip
-    counts = ndimage.sum(np.ones_like(labels, dtype=np.float64), labels, index)
+        return pd.DataFrame(columns=columns)
+    ones = np.ones_like(labels, dtype=np.float64)
+    counts = ndimage.sum(ones, labels, index)
+    x_mm = atlas.affine[0, 0] * np.indices(labels.shape)[0] + atlas.affine[0, 3]
+    left = ndimage.sum((x_mm < 0).astype(np.float64), labels, index) / counts
     sums_abs = ndimage.sum(absolute, labels, index)
     sums_signed = ndimage.sum(signed_at_atlas, labels, index)
-    centroids = ndimage.center_of_mass(np.ones_like(labels, dtype=np.float64), labels, index)
+    centroids = ndimage.center_of_mass(ones, labels, index)
     centroid_x = [float((atlas.affine @ np.array([*c, 1.0]))[0]) for c in centroids]
     total = sums_abs.sum()
+    names = [atlas.names[int(i)] for i in index]
     frame = pd.DataFrame(
         {
-            "region": [atlas.names[int(i)] for i in index],
+            "region": names,
+            "region_name": [full_region_name(atlas.name, n) for n in names],
             "label": index.astype(int),
-            "hemisphere": [
-                hemisphere(atlas.names[int(i)], x) for i, x in zip(index, centroid_x, strict=True)
-            ],
-            "n_voxels": counts.astype(int),
+            "hemisphere": [hemisphere(n, x, f) for n, x, f in zip(names, centroid_x, left, strict=True)],
+            "volume_mm3": counts * abs(np.linalg.det(atlas.affine[:3, :3])),
             "mean_saliency": sums_signed / counts,
             "mean_abs_saliency": sums_abs / counts,
             "share_abs_saliency": sums_abs / total if total > 0 else np.nan,
@@ -197,7 +204,7 @@ def region_table(saliency: np.ndarray, signed: np.ndarray, affine: np.ndarray, a
     )
     frame = frame.sort_values("mean_abs_saliency", ascending=False, kind="stable").reset_index(drop=True)
     frame.insert(0, "rank", np.arange(1, len(frame) + 1))
-    return frame
+    return frame[columns]
 
 
 def map_image(values: np.ndarray, affine: np.ndarray) -> nib.Nifti1Image:

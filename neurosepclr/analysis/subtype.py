@@ -1,15 +1,21 @@
 """``neurosepclr subtype``: a trained run → subtypes, saliency maps, atlas tables and a report.
 
-Outputs (default folder ``RUN_DIR/subtype``)::
+Outputs (default folder ``RUN_DIR/subtype``), each TSV and NIfTI with a JSON sidecar::
 
     embeddings.tsv            common_k / salient_k of every subject (model in eval mode)
-    stability.tsv             one row per K: split-half stability, silhouette, chosen
-    subtypes.tsv              subtype ("control" for controls), probabilities, confidence, in_training
+    stability.tsv             one row per K: split-half stability, silhouette, score above noise, chosen
+    subtypes.tsv              subtype ("control" for controls), assignment frequency over bootstrap
+                              refits, nearest other subtype, probabilities, in_training
     demographics.tsv          n, age, sex and site per subtype (and controls)
+    probes.tsv, quality.tsv   held-out probes with chance and intervals; the report's quality box
+    agreement.tsv             saliency map against effect-size map, per subtype
     subtype_model.json        the fitted subtyper as plain JSON (used by --cohort)
-    maps/subtype-<S>_desc-{saliency,signedsaliency,saliencyz}_map.nii.gz   template space
-    tables/subtype-<S>_atlas-<A>_regions.tsv (+ .json with the atlas licence)
-    figures/*.png, report.html
+    maps/subtype-<S>_space-<T>_res-<R>_desc-<D>_map.nii.gz    template space:
+        res of training (6 mm): saliency, signedsaliency, saliencyz;
+        res of the derivatives (2 mm): signedsaliency and saliencyz resampled, effectsize (Cohen's d)
+    tables/subtype-<S>_atlas-<A>_regions.tsv        every region by mean |saliency|
+    tables/subtype-<S>_desc-{saliency,effectsize}_clusters.tsv   clusters, peaks, atlas names
+    patients/<participant>.html, figures/*.png, report.html
 
 Every setting comes from the ``subtype`` section of the config (:class:`~neurosepclr.config.SubtypeConfig`).
 With ``cohort=`` the fitted subtypes of an earlier ``subtype`` call assign another preprocessed cohort
@@ -27,21 +33,32 @@ import numpy as np
 import pandas as pd
 import torch
 
+from neurosepclr.analysis.clusters import cluster_table, resample_map
+from neurosepclr.analysis.effect_size import EffectSizeMaps, brain_mask, effect_size_maps
 from neurosepclr.analysis.evaluate import probe_table
+from neurosepclr.analysis.quality import (
+    assignment_check,
+    probe_checks,
+    quality_table,
+    stability_check,
+    warning_checks,
+)
 from neurosepclr.analysis.report import ReportContent, write_report
 from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table, saliency_rows
+from neurosepclr.analysis.sidecars import write_nifti, write_tsv, write_tsv_sidecar
 from neurosepclr.atlases import LICENCES, load_atlas, load_label_atlas
-from neurosepclr.clustering import SalientSubtyper, stability_table, subtyper_from_dict, subtyper_to_dict
+from neurosepclr.clustering import (
+    SalientSubtyper,
+    assignment_frequencies,
+    stability_table,
+    subtyper_from_dict,
+    subtyper_to_dict,
+)
 from neurosepclr.compute import representations, resolve_device
 from neurosepclr.config import Config, SubtypeConfig
+from neurosepclr.data.template import SPACE, res_label
 from neurosepclr.errors import InputDataError, MissingInputError
-from neurosepclr.io import (
-    atomic_write_bytes,
-    atomic_write_text,
-    nifti_gz_bytes,
-    tsv_text,
-    write_dataset_description,
-)
+from neurosepclr.io import atomic_write_text, write_dataset_description
 from neurosepclr.runfolder import subject_frame, write_embeddings
 from neurosepclr.training.data import CohortTensors, mean_volume
 from neurosepclr.training.inference import TrainedRun, load_run, training_membership
@@ -89,10 +106,6 @@ def default_out_dir(
     ``cohort-<folder name>`` folder inside the fitted subtype folder."""
     subtype_dir = Path(fitted) if fitted is not None else Path(run_dir) / "subtype"
     return subtype_dir if cohort is None else subtype_dir / f"cohort-{Path(cohort).resolve().name}"
-
-
-def _write_tsv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, tsv_text(frame))
 
 
 @dataclass
@@ -248,6 +261,7 @@ def saliency_maps(
     attributed = {"limit_per_group": limit, "controls": int(controls.sum())}
     names, counts = np.unique(labels[~controls].astype(str), return_counts=True)
     attributed |= {str(name): int(count) for name, count in zip(names, counts, strict=True)}
+    attributed["rows"] = rows
     features = run.config.data.features
     per_feature = {}
     if len(features) > 1:
@@ -257,44 +271,296 @@ def saliency_maps(
     return combined, group_maps(combined, labels, controls, absolute=magnitude), per_feature, attributed
 
 
-def write_maps_and_tables(
-    out: Path, maps: dict, affine: np.ndarray, atlases: list, feature: str | None = None
-) -> dict:
-    """Step 5: NIfTI maps on the template grid and one region table per subtype and atlas (for one
-    input ``feature``, with a ``feature-`` entity in the names, when given)."""
+def map_path(out: Path, label: str, desc: str, resolution: str, feature: str | None = None) -> Path:
+    """``maps/subtype-<S>[_feature-<F>]_space-<template>_res-<R>_desc-<D>_map.nii.gz``."""
     entity = f"_feature-{feature.replace('_', '')}" if feature else ""
-    for folder in ("maps", "tables"):  # a rerun with another K must not leave the old subtypes' files
+    return out / "maps" / f"subtype-{label}{entity}_space-{SPACE}_res-{resolution}_desc-{desc}_map.nii.gz"
+
+
+def grid_resolution(affine: np.ndarray) -> str:
+    return res_label(float(np.round(abs(affine[0, 0]), 3)))
+
+
+def clear_subtype_outputs(out: Path) -> None:
+    """A rerun with another K must not leave the old subtypes' maps, tables or patient pages."""
+    for folder in ("maps", "tables", "patients", "viewer"):
         (out / folder).mkdir(exist_ok=True)
-        for stale in (out / folder).glob("subtype-*") if feature is None else ():
+        for stale in (out / folder).glob("subtype-*" if folder != "patients" else "*.html"):
             stale.unlink()
+
+
+MAP_DESCRIPTIONS = {
+    "saliency": ("mean absolute integrated-gradients attribution of the subtype's patients", "arbitrary"),
+    "signedsaliency": (
+        "mean signed integrated-gradients attribution of the subtype's patients: its share "
+        "of their (whitened) distance from the controls' salient centre",
+        "arbitrary",
+    ),
+    "saliencyz": (
+        "one-sided Welch test per voxel of the subtype's mean |attribution| against the "
+        "controls', as a z-score (uncorrected)",
+        "z",
+    ),
+    "effectsize": (
+        "Cohen's d of the subtype's patients against the controls on the preprocessed input, "
+        "adjusted for covariates (voxel-wise GLM)",
+        "Cohen's d",
+    ),
+}
+
+
+def write_map(path: Path, values: np.ndarray, affine: np.ndarray, desc: str, **metadata) -> None:
+    about, units = MAP_DESCRIPTIONS[desc]
+    write_nifti(path, map_image(values, affine), about, units, Space=SPACE, **metadata)
+
+
+def write_saliency_maps(
+    out: Path, maps: dict, affine: np.ndarray, atlases: list, source: dict, feature: str | None = None
+) -> dict:
+    """Step 5: saliency maps on the training grid and one region table per subtype and atlas (for
+    one input ``feature``, with a ``feature-`` entity in the names, when given)."""
+    entity = f"_feature-{feature.replace('_', '')}" if feature else ""
+    resolution = grid_resolution(affine)
     tables: dict[str, dict[str, pd.DataFrame]] = {}
     for label, group in maps.items():
         for desc, key in (("saliency", "saliency"), ("signedsaliency", "signed"), ("saliencyz", "zmap")):
-            atomic_write_bytes(
-                out / "maps" / f"subtype-{label}{entity}_desc-{desc}_map.nii.gz",
-                nifti_gz_bytes(map_image(group[key], affine)),
-            )
+            write_map(map_path(out, label, desc, resolution, feature), group[key], affine, desc, **source)
         for atlas in atlases:
             table = region_table(group["saliency"], group["signed"], affine, atlas)
-            stem = f"subtype-{label}{entity}_atlas-{atlas.name}_regions"
-            _write_tsv(out / "tables" / f"{stem}.tsv", table)
-            atomic_write_text(
-                out / "tables" / f"{stem}.json",
-                json.dumps({"atlas": atlas.name, "licence": atlas.licence, "ranked_by": "mean_abs_saliency"})
-                + "\n",
+            write_tsv(
+                out / "tables" / f"subtype-{label}{entity}_atlas-{atlas.name}_regions.tsv",
+                table,
+                f"subtype {label}: every region of atlas {atlas.name} by mean |saliency| (maps resampled "
+                "trilinearly to the atlas grid)",
+                metadata={"atlas": atlas.name, "licence": atlas.licence, "ranked_by": "mean_abs_saliency"},
             )
             tables.setdefault(label, {})[atlas.name] = table
     return tables
 
 
-def write_subject_maps(out: Path, base: pd.DataFrame, attributions: np.ndarray, affine: np.ndarray) -> None:
+def write_subject_maps(out: Path, base: pd.DataFrame, attributions: np.ndarray, affine: np.ndarray) -> dict:
+    """One saliency map per attributed subject; returns participant (and session) → path."""
     (out / "maps" / "subjects").mkdir(exist_ok=True)
+    resolution, paths = grid_resolution(affine), {}
     for row, values in zip(base.itertuples(), attributions, strict=True):
         session = f"_ses-{row.session_id}" if isinstance(row.session_id, str) and row.session_id else ""
-        atomic_write_bytes(
-            out / "maps" / "subjects" / f"{row.participant_id}{session}_desc-saliency_map.nii.gz",
-            nifti_gz_bytes(map_image(values, affine)),
+        path = (
+            out
+            / "maps"
+            / "subjects"
+            / (f"{row.participant_id}{session}_space-{SPACE}_res-{resolution}_desc-saliency_map.nii.gz")
         )
+        write_nifti(
+            path,
+            map_image(values, affine),
+            "this subject's integrated-gradients attribution",
+            "arbitrary",
+            Space=SPACE,
+        )
+        paths[(row.participant_id, row.session_id)] = path
+    return paths
+
+
+@dataclass
+class MapsAtAnalysisGrid:
+    """Per subtype on the derivatives' grid: signed saliency and its z (resampled), Cohen's d."""
+
+    affine: np.ndarray
+    shape: tuple[int, ...]
+    signed: dict[str, np.ndarray]
+    zmap: dict[str, np.ndarray]
+    effect: EffectSizeMaps
+    mask: np.ndarray
+
+
+def analysis_grid_maps(
+    out: Path,
+    embedded: Embedded,
+    maps: dict,
+    subtypes: pd.DataFrame,
+    rows: np.ndarray,
+    settings: SubtypeConfig,
+    features: tuple[str, ...],
+    source: dict,
+) -> MapsAtAnalysisGrid:
+    """Step 6: effect-size maps on the preprocessed inputs, and the saliency maps resampled onto
+    their grid (trilinear), written with their sidecars."""
+    labels = subtypes["subtype"].to_numpy(dtype=object)
+    effect = effect_size_maps(
+        embedded.data.root, embedded.data.table, rows, labels, features, tuple(settings.covariates)
+    )
+    affine, shape = effect.affine, effect.shape
+    mask = brain_mask(embedded.data.root, shape)
+    mask = np.ones(shape, dtype=bool) if mask is None else mask
+    resolution = grid_resolution(affine)
+    signed, zmap = {}, {}
+    for label, group in maps.items():
+        signed[label] = resample_map(group["signed"], embedded.data.affine, affine, shape) * mask
+        zmap[label] = resample_map(group["zmap"], embedded.data.affine, affine, shape) * mask
+        for desc, values in (("signedsaliency", signed[label]), ("saliencyz", zmap[label])):
+            write_map(
+                map_path(out, label, desc, resolution),
+                values,
+                affine,
+                desc,
+                ResampledFrom=grid_resolution(embedded.data.affine) + " mm training grid (trilinear)",
+                Threshold=f"z >= {settings.saliency_threshold}" if desc == "saliencyz" else None,
+                **source,
+            )
+    threshold = f"|d| >= {settings.effect_size_threshold}"
+    for feature, per_subtype in effect.d.items():
+        name = feature if len(features) > 1 else None
+        for label, values in per_subtype.items():
+            write_map(
+                map_path(out, label, "effectsize", resolution, name),
+                values,
+                affine,
+                "effectsize",
+                Threshold=threshold,
+                Covariates=effect.covariates,
+                Subjects=effect.counts,
+                DegreesOfFreedom=effect.degrees_of_freedom,
+                Input=feature,
+                **source,
+            )
+    return MapsAtAnalysisGrid(affine, shape, signed, zmap, effect, mask)
+
+
+def cluster_tables(out: Path, grid: MapsAtAnalysisGrid, atlases: list, settings: SubtypeConfig) -> dict:
+    """Step 7: clusters and peaks of each subtype's saliency test and effect-size map (first input
+    feature), named with every atlas asked; returns subtype → {"saliency": …, "effectsize": …}."""
+    feature = next(iter(grid.effect.d))
+    tables = {}
+    for label in grid.signed:
+        saliency = cluster_table(
+            grid.zmap[label],
+            grid.affine,
+            settings.saliency_threshold,
+            atlases,
+            sign=1,
+            min_volume_mm3=settings.min_cluster_mm3,
+            stat_name="z",
+            also={"signedsaliency": grid.signed[label]},
+        )
+        d = grid.effect.d[feature][label]
+        effect = pd.concat(
+            [
+                cluster_table(
+                    d,
+                    grid.affine,
+                    settings.effect_size_threshold,
+                    atlases,
+                    sign=sign,
+                    min_volume_mm3=settings.min_cluster_mm3,
+                    stat_name="d",
+                )
+                for sign in (-1, 1)
+            ],
+            ignore_index=True,
+        )
+        if len(effect):
+            effect = effect.sort_values("volume_mm3", ascending=False, kind="stable").reset_index(drop=True)
+            effect["cluster"] = np.arange(1, len(effect) + 1)
+        for desc, table, what in (
+            ("saliency", saliency, f"saliency z >= {settings.saliency_threshold}"),
+            ("effectsize", effect, f"|Cohen's d| >= {settings.effect_size_threshold} on {feature}"),
+        ):
+            write_tsv(
+                out / "tables" / f"subtype-{label}_desc-{desc}_clusters.tsv",
+                table,
+                f"subtype {label}: clusters of {what} (26-connected, at least "
+                f"{settings.min_cluster_mm3:g} mm³), "
+                "largest first, with peaks in MNI mm",
+                metadata={"atlases": {a.name: a.licence for a in atlases}},
+            )
+        tables[label] = {"saliency": saliency, "effectsize": effect}
+    return tables
+
+
+def map_agreement(grid: MapsAtAnalysisGrid, atlas, top: int = 5) -> pd.DataFrame:
+    """Per subtype: how many of the ``top`` regions of |saliency| and of |d| are the same, and the
+    voxel-wise correlation of |saliency| with |d| inside the brain mask."""
+    feature = next(iter(grid.effect.d))
+    rows = []
+    for label, signed in grid.signed.items():
+        d = grid.effect.d[feature][label]
+        by_saliency = region_table(signed, signed, grid.affine, atlas)["region_name"].head(top).tolist()
+        by_effect = region_table(d, d, grid.affine, atlas)["region_name"].head(top).tolist()
+        inside = grid.mask & np.isfinite(d)
+        a, b = np.abs(signed[inside]), np.abs(d[inside])
+        correlation = float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+        rows.append(
+            {
+                "subtype": label,
+                "feature": feature,
+                "top_regions": top,
+                "shared_top_regions": len(set(by_saliency) & set(by_effect)),
+                "saliency_top_regions": "; ".join(by_saliency),
+                "effect_size_top_regions": "; ".join(by_effect),
+                "correlation": correlation,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+class _WarningCollector(logging.Handler):
+    """Keeps the text of every warning the ``neurosepclr`` logger emits while attached."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def training_warnings(run_dir: Path) -> list[str]:
+    """Warnings in the run's training logs (``logs/train*.log``), for the quality box."""
+    found = []
+    for path in sorted((run_dir / "logs").glob("train*.log")):
+        for line in path.read_text(errors="replace").splitlines():
+            if " WARNING " in line:
+                found.append("train: " + line.split(" WARNING ", 1)[1])
+    return found
+
+
+def add_bootstrap_columns(
+    subtypes: pd.DataFrame,
+    subtyper: SalientSubtyper,
+    embedded: Embedded,
+    settings: SubtypeConfig,
+    index_names: np.ndarray,
+    seed: int,
+) -> np.ndarray | None:
+    """Step 3b: each patient's assignment frequency over ``settings.bootstrap`` refits, the nearest
+    other subtype and its frequency; ``confident`` from the frequency. Returns the patients'
+    frequencies (None without refits)."""
+    salient, is_target = embedded.salient, embedded.is_target
+    index = subtyper.predict(salient)
+    nearest_other = np.argsort(subtyper.transform(salient), axis=1)[:, 1]
+    subtypes["nearest_other_subtype"] = np.where(is_target, index_names[nearest_other], "n/a")
+    if settings.bootstrap == 0:
+        return None
+    reference = embedded.salient[embedded.reference_rows] if settings.standardise == "controls" else None
+    frequency = assignment_frequencies(
+        subtyper, salient[embedded.fit_rows], salient, reference, n_boot=settings.bootstrap, seed=seed
+    )
+    rows = np.arange(len(salient))
+    subtypes["assignment_frequency"] = np.where(is_target, frequency[rows, index], np.nan)
+    subtypes["nearest_other_frequency"] = np.where(is_target, frequency[rows, nearest_other], np.nan)
+    subtypes["confident"] = is_target & (frequency[rows, index] >= settings.confidence)
+    for position in np.argsort([int(n[1:]) for n in index_names]):
+        subtypes[f"freq_{index_names[position]}"] = np.where(is_target, frequency[:, position], np.nan)
+    return frequency[rows, index][is_target]
+
+
+def keep_group_value(subtypes: pd.DataFrame, table: pd.DataFrame, column: str) -> tuple[pd.DataFrame, dict]:
+    """``subtypes.tsv`` keeps the participants.tsv group value (AD and MCI stay apart) after ``group``."""
+    name = "group_label" if column == "group" else column
+    if name not in table or name in subtypes:
+        return subtypes, {}
+    subtypes.insert(subtypes.columns.get_loc("group") + 1, name, table[name].to_numpy())
+    return subtypes, {name: f"the participants.tsv value of {column} (data.group_column), as given"}
 
 
 def subtype(
@@ -303,10 +569,20 @@ def subtype(
     config: Config | None = None,
     derivatives: str | Path | None = None,
     report: bool = True,
+    recipe: str = "",
 ) -> dict:
     """Subtype the patients of a trained run with the ``subtype`` settings of ``config``; returns a
-    summary (K, sizes, output paths). ``derivatives``: where the run's derivatives are now, if moved."""
-    config = config or Config()
+    summary (K, sizes, output paths). ``derivatives``: where the run's derivatives are now, if moved;
+    ``recipe``: the config file the settings came from, for the report."""
+    collector = _WarningCollector()
+    logging.getLogger("neurosepclr").addHandler(collector)
+    try:
+        return _subtype(run_dir, out_dir, config or Config(), derivatives, report, recipe, collector)
+    finally:
+        logging.getLogger("neurosepclr").removeHandler(collector)
+
+
+def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe: str, collector) -> dict:
     settings = config.subtype
     atlases = resolve_atlases(settings.atlases)
     run = load_run(run_dir, settings.checkpoint, derivatives)
@@ -314,17 +590,36 @@ def subtype(
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out, "neurosepclr subtypes", "neurosepclr subtype", run.run_dir)
     device = resolve_device(config.train.device)
+    source = {
+        "Run": str(run.run_dir.resolve()),
+        "Checkpoint": run.checkpoint.name,
+        "CheckpointStep": run.step,
+    }
 
     embedded = embed(run, device)
     write_embeddings(
         out / "embeddings.tsv", embedded.data.table, embedded.split, embedded.common, embedded.salient
     )
+    write_tsv_sidecar(
+        out / "embeddings.tsv",
+        "every subject in the common and salient spaces (eval mode)",
+        pd.read_csv(out / "embeddings.tsv", sep="\t", nrows=0).columns.tolist(),
+    )
     check_group_sizes(embedded, settings, run.run_dir)
     k, stability = choose_k(embedded, settings, config.seed)
-    _write_tsv(out / "stability.tsv", stability)
+    write_tsv(
+        out / "stability.tsv", stability, "K selection: split-half stability and silhouette, above noise"
+    )
     subtyper, subtypes, names = fit_subtypes(embedded, k, settings, config.seed)
-    _write_tsv(out / "subtypes.tsv", subtypes)
-    _write_tsv(out / "demographics.tsv", demographics(subtypes, embedded.data.table))
+    index_names, _ = _label_names(subtyper.labels_, k)
+    frequency = add_bootstrap_columns(subtypes, subtyper, embedded, settings, index_names, config.seed)
+    subtypes, extra = keep_group_value(subtypes, embedded.data.table, run.config.data.group_column)
+    write_tsv(out / "subtypes.tsv", subtypes, "every subject's subtype, with its uncertainty", extra)
+    write_tsv(
+        out / "demographics.tsv",
+        demographics(subtypes, embedded.data.table),
+        "subjects, age, sex and site per subtype (and controls)",
+    )
     model_json = {
         "subtyper": subtyper_to_dict(subtyper),
         "names": names,
@@ -341,13 +636,25 @@ def subtype(
     attributions, maps, per_feature, attributed = saliency_maps(
         run, embedded, subtyper, subtypes, settings, device, config.seed
     )
-    tables = write_maps_and_tables(out, maps, embedded.data.affine, atlases)
+    attributed.pop("rows")
+    # the effect-size maps compare at least 100 subjects per group (all in smaller cohorts)
+    labels = subtypes["subtype"].to_numpy(dtype=object)
+    sample = settings.saliency_sample and max(settings.saliency_sample, 100)
+    rows = saliency_rows(labels, ~embedded.is_target, sample, config.seed)
+    clear_subtype_outputs(out)
+    region_tables = write_saliency_maps(out, maps, embedded.data.affine, atlases, source)
     saliency_record = {"method": settings.saliency, "subjects_attributed": attributed}
     atomic_write_text(out / "maps" / "saliency.json", json.dumps(saliency_record, indent=2) + "\n")
     for feature, feature_maps in per_feature.items():
-        write_maps_and_tables(out, feature_maps, embedded.data.affine, atlases, feature)
+        write_saliency_maps(out, feature_maps, embedded.data.affine, atlases, source, feature)
+    features = tuple(run.config.data.features)
+    grid = analysis_grid_maps(out, embedded, maps, subtypes, rows, settings, features, source)
+    clusters = cluster_tables(out, grid, atlases, settings)
+    agreement = map_agreement(grid, atlases[0])
+    write_tsv(out / "agreement.tsv", agreement, f"saliency map against effect-size map ({atlases[0].name})")
+    subject_maps = {}
     if settings.per_subject_maps:
-        write_subject_maps(
+        subject_maps = write_subject_maps(
             out, subject_frame(embedded.data.table, embedded.split), attributions, embedded.data.affine
         )
     names = sorted(names, key=lambda n: int(n[1:]))
@@ -356,6 +663,17 @@ def subtype(
         table = embedded.data.table
         embeddings = pd.read_csv(out / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
         columns = [c for c in ("participant_id", "group", "age", "sex", "site") if c in table]
+        probes = probe_table(embeddings, table[columns], config.seed)
+        write_tsv(
+            out / "probes.tsv", probes, "held-out linear probes of each space, with chance and 95 % intervals"
+        )
+        checks = (
+            probe_checks(probes)
+            + stability_check(stability, k, forced=bool(settings.k))
+            + assignment_check(frequency, settings.confidence)
+            + warning_checks(training_warnings(run.run_dir) + collector.messages)
+        )
+        write_tsv(out / "quality.tsv", quality_table(checks), "the report's quality box")
         content = ReportContent(
             out=out,
             run=run,
@@ -364,11 +682,18 @@ def subtype(
             subtypes=subtypes,
             stability=stability,
             maps=maps,
-            tables=tables,
+            tables=region_tables,
             atlases=atlases,
             salient=embedded.salient,
-            probes=probe_table(embeddings, table[columns], config.seed),
+            probes=probes,
             settings=settings,
+            checks=checks,
+            k_forced=bool(settings.k),
+            recipe=recipe,
+            grid=grid,
+            clusters=clusters,
+            agreement=agreement,
+            subject_maps=subject_maps,
         )
         summary["report"] = str(write_report(content))
     return summary
@@ -443,11 +768,21 @@ def predict_cohort(
     split = np.where(in_training, "train", "new")
     base = subject_frame(data.table, split)
     write_embeddings(out / "embeddings.tsv", data.table, split, common, salient)
+    write_tsv_sidecar(
+        out / "embeddings.tsv",
+        "every subject in the common and salient spaces (eval mode)",
+        pd.read_csv(out / "embeddings.tsv", sep="\t", nrows=0).columns.tolist(),
+    )
     names = np.array(fitted["names"], dtype=object)
     subtypes = _assign(subtyper, salient, base, data.is_target.numpy(), names, list(names))
     subtypes["in_training"] = in_training
-    _write_tsv(out / "subtypes.tsv", subtypes)
-    _write_tsv(out / "demographics.tsv", demographics(subtypes, data.table))
+    subtypes, extra = keep_group_value(subtypes, data.table, run.config.data.group_column)
+    write_tsv(out / "subtypes.tsv", subtypes, "subtypes of a new cohort, assigned by an earlier fit", extra)
+    write_tsv(
+        out / "demographics.tsv",
+        demographics(subtypes, data.table),
+        "subjects, age, sex and site per subtype (and controls)",
+    )
     if in_training.any():
         log.warning(
             "%d subject(s) of %s were in the training split (same ID or same image): %s; "

@@ -34,6 +34,7 @@ class CohortTensors:
     is_target: torch.Tensor
     affine: np.ndarray
     manifest: pd.DataFrame
+    root: Path | None = None  # the preprocess folder the volumes were read from
 
     def __len__(self) -> int:
         return len(self.table)
@@ -159,7 +160,8 @@ def load_derivatives(
         raise InputDataError(f"{root}: no subject to load")
     manifest = _manifest(table, columns, hashes)
     is_target = torch.tensor((table["group"] == TARGET).to_numpy(dtype=bool))
-    return CohortTensors(stack.contiguous(), table, is_target, pooled_affine(grid[0], pool), manifest)
+    affine = pooled_affine(grid[0], pool)
+    return CohortTensors(stack.contiguous(), table, is_target, affine, manifest, root)
 
 
 def _image_bytes(root: Path, participant: str, relative: str) -> bytes:

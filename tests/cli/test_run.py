@@ -61,7 +61,7 @@ def test_run_end_to_end_then_skips_what_is_up_to_date(tmp_path, capsys):
     ]
     for name in expected:
         assert (work / name).is_file(), name
-    assert list((work / "run" / "subtype" / "maps").glob("subtype-S1_desc-saliency_map.nii.gz"))
+    assert list((work / "run" / "subtype" / "maps").glob("subtype-S1_space-*_res-6_desc-saliency_map.nii.gz"))
     card = json.loads((work / "run" / "subtype" / "scorecard.json").read_text())
     assert "all" in card["subtypes"] and card["probes"]
     last = (work / "run" / "checkpoints" / "last.pt").stat().st_mtime_ns

@@ -3,6 +3,7 @@
 import json
 import os
 import pickle
+import re
 import shutil
 
 import nibabel as nib
@@ -11,6 +12,18 @@ import pandas as pd
 import pytest
 
 from neurosepclr.cli import main
+
+
+def training_map(out, label, desc, feature=None):
+    """A subtype map on the training grid (the coarser of the two grids maps are written on)."""
+    entity = f"_feature-{feature}" if feature else ""
+    found = sorted(
+        (out / "maps").glob(f"subtype-{label}{entity}_space-MNI152NLin2009aSym_res-*_desc-{desc}_map.nii.gz"),
+        key=lambda p: -float(p.name.split("_res-")[1].split("_")[0].replace("p", ".")),
+    )
+    assert found, f"no {desc} map of {label}"
+    return found[0]
+
 
 READ = {"sep": "\t", "dtype": {"participant_id": str}, "keep_default_na": False, "na_values": ["n/a"]}
 
@@ -44,21 +57,21 @@ def test_subtype_writes_every_output(subtype_out):
 
 def test_maps_overlay_on_the_template(subtype_out, smoke_run):
     grid = np.array(json.loads((smoke_run / "run.json").read_text())["grid_affine"])
-    maps = sorted((subtype_out / "maps").glob("subtype-S*_desc-*_map.nii.gz"))
-    assert len(maps) == 6  # 2 subtypes × (saliency, signed, z)
+    maps = sorted((subtype_out / "maps").glob("subtype-S*_space-MNI152NLin2009aSym_res-6_desc-*_map.nii.gz"))
+    assert len(maps) == 6  # 2 subtypes × (saliency, signed, z) on the training grid
     for path in maps:
         image = nib.load(path)
         np.testing.assert_allclose(image.affine, grid, atol=1e-5)
         assert int(image.header["sform_code"]) == 4
         assert np.isfinite(np.asarray(image.dataobj)).all()
-    saliency = np.asarray(nib.load(subtype_out / "maps" / "subtype-S1_desc-saliency_map.nii.gz").dataobj)
+    saliency = np.asarray(nib.load(training_map(subtype_out, "S1", "saliency")).dataobj)
     assert saliency.max() > 0 and saliency.min() >= 0
 
 
 def test_region_tables_carry_the_licence(subtype_out):
     table = pd.read_csv(subtype_out / "tables" / "subtype-S1_atlas-aal_regions.tsv", sep="\t")
-    assert list(table.columns) == ["rank", "region", "label", "hemisphere", "n_voxels", "mean_saliency",
-                                   "mean_abs_saliency", "share_abs_saliency"]  # fmt: skip
+    assert list(table.columns) == ["rank", "region", "region_name", "label", "hemisphere", "volume_mm3",
+                                   "mean_saliency", "mean_abs_saliency", "share_abs_saliency"]  # fmt: skip
     assert table["mean_abs_saliency"].is_monotonic_decreasing and len(table) > 100
     assert table["share_abs_saliency"].sum() == pytest.approx(1.0, abs=1e-6)
     sidecar = json.loads((subtype_out / "tables" / "subtype-S1_atlas-aal_regions.json").read_text())
@@ -141,6 +154,11 @@ def _chromium() -> tuple[str, str] | None:
     return (browser, driver) if browser and driver else None
 
 
+def _network_free(text: str) -> bool:
+    """No resource of the page is fetched over the network (scripts, images, styles, frames)."""
+    return not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//|url\(\s*["']?(https?:)?//|@import""", text)
+
+
 def test_report_renders_in_headless_chromium(subtype_out, monkeypatch):
     found = _chromium()
     if found is None:
@@ -154,7 +172,7 @@ def test_report_renders_in_headless_chromium(subtype_out, monkeypatch):
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
         options.add_argument(flag)
     options.binary_location = found[0]
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=found[1]))
     try:
         driver.get((subtype_out / "report.html").as_uri())
@@ -169,16 +187,103 @@ def test_report_renders_in_headless_chromium(subtype_out, monkeypatch):
                  return [img.alt, img.complete, img.naturalWidth, ink / (d.length / 4)];
                });"""
         )
+        quality = driver.execute_script(
+            """return Array.from(document.querySelectorAll('#quality tr[data-status]')).map(r =>
+                 [r.cells[1].innerText, r.dataset.status, getComputedStyle(r).backgroundColor]);"""
+        )
+        requests = [
+            json.loads(entry["message"])["message"]["params"]["request"]["url"]
+            for entry in driver.get_log("performance")
+            if '"Network.requestWillBeSent"' in entry["message"]
+        ]
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         title = driver.title
+        driver.get((next((subtype_out / "patients").glob("*.html"))).as_uri())
+        frequencies = driver.execute_script("return document.querySelectorAll('#frequencies tr').length")
     finally:
         driver.quit()
     assert title == "neurosepclr subtype report"
     assert errors == []
-    assert len(images) >= 8  # K selection, sizes, salient space, training, 2 subtypes × (glass, slices)
+    assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests
+    # K selection, sizes, salient space, training, 2 subtypes × saliency and effect size × (glass, slices)
+    assert len(images) >= 12
     for alt, complete, width, ink in images:
         assert complete and width > 100, alt
         assert ink > 0.01, f"{alt}: figure looks blank"
+    statuses = {check: (status, colour) for check, status, colour in quality}
+    # the smoke run's salient space does not beat chance on its held-out subjects: red, drawn red
+    assert statuses["salient space: diagnosis"][0] == "red"
+    assert statuses["salient space: diagnosis"][1] == "rgb(244, 199, 195)"
+    assert frequencies == 3  # header + one bar per subtype
+
+
+def test_every_output_is_documented_by_a_sidecar(subtype_out):
+    outputs = [
+        p
+        for p in subtype_out.rglob("*")
+        if p.name.endswith((".tsv", ".nii.gz")) and p.name != "scorecard.tsv"  # evaluate's, in JSON beside it
+    ]
+    assert len(outputs) > 20
+    for path in outputs:
+        sidecar = path.with_name(
+            path.name.removesuffix(".gz").removesuffix(".nii").removesuffix(".tsv") + ".json"
+        )
+        assert sidecar.is_file(), f"{path.name}: no sidecar"
+        meta = json.loads(sidecar.read_text())
+        assert meta["Description"]
+        if path.suffix == ".tsv":
+            columns = pd.read_csv(path, sep="\t", nrows=0).columns
+            assert all(meta[c]["Description"] for c in columns), path.name
+        else:
+            assert meta["Units"] and meta["Space"] == "MNI152NLin2009aSym"
+    for path in subtype_out.rglob("*.html"):
+        assert _network_free(path.read_text()), path.name
+
+
+def test_subtypes_keep_the_diagnosis_and_a_bootstrap_frequency(subtype_out):
+    subtypes = pd.read_csv(subtype_out / "subtypes.tsv", **READ)
+    assert list(subtypes.columns[:5]) == ["participant_id", "session_id", "group", "diagnosis", "split"]
+    assert set(subtypes["diagnosis"]) == {"CN", "PT"}
+    patients = subtypes[subtypes["group"] == "target"]
+    frequency = patients["assignment_frequency"]
+    assert frequency.between(0, 1).all()
+    np.testing.assert_allclose(patients[["freq_S1", "freq_S2"]].sum(axis=1), 1.0, atol=1e-5)  # 6 digits
+    assert (patients["confident"] == (frequency >= 0.9)).all()
+    assert (patients["nearest_other_subtype"] != patients["subtype"]).all()
+    assert "0.1234567890" not in (subtype_out / "subtypes.tsv").read_text()
+    assert all(len(v.split(".")[-1]) <= 6 for v in patients["distance"].astype(str))  # 6 significant digits
+
+
+def test_cluster_tables_name_the_region_at_their_peak(subtype_out):
+    from neurosepclr.analysis.clusters import atlas_labels_at
+    from neurosepclr.atlases import full_region_name, load_atlas
+
+    atlas = load_atlas("aal")
+    tables = sorted((subtype_out / "tables").glob("subtype-*_desc-*_clusters.tsv"))
+    assert len(tables) == 4  # 2 subtypes × (saliency, effect size)
+    rows = pd.concat([pd.read_csv(t, sep="\t", keep_default_na=False) for t in tables])
+    assert len(rows) > 0
+    peaks = rows[["peak_x_mm", "peak_y_mm", "peak_z_mm"]].to_numpy(dtype=float)
+    labels = atlas_labels_at(atlas, peaks)
+    named = [full_region_name("aal", atlas.names[int(i)]) if i > 0 else "unlabelled" for i in labels]
+    assert named == rows["aal_peak_region"].tolist()
+    assert (rows["volume_mm3"].astype(float) >= 100).all()
+    agreement = pd.read_csv(subtype_out / "agreement.tsv", sep="\t")
+    assert set(agreement["subtype"]) == {"S1", "S2"} and agreement["shared_top_regions"].between(0, 5).all()
+
+
+def test_viewer_and_patient_maps_stay_offline(smoke_run, tmp_path):
+    out = tmp_path / "viewer"
+    args = ["--quiet", "subtype", str(smoke_run), "--k", "2", "--viewer", "--per-subject-maps",
+            "--bootstrap", "10", "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    viewers = sorted((out / "viewer").glob("*.html"))
+    assert len(viewers) == 4  # 2 subtypes × (effect size, saliency z)
+    for path in [*viewers, *(out / "patients").glob("*.html"), out / "report.html"]:
+        assert _network_free(path.read_text()), path.name
+    page = next((out / "patients").glob("*.html")).read_text()
+    assert "data:image/png;base64" in page  # the patient's own map, inlined
+    assert json.loads((out / "subtypes.json").read_text())["assignment_frequency"]["Description"]
 
 
 def test_rerun_replaces_old_subtype_files_and_refuses_an_impossible_k(smoke_run, tmp_path, capsys):
@@ -186,7 +291,7 @@ def test_rerun_replaces_old_subtype_files_and_refuses_an_impossible_k(smoke_run,
     shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("subtype"))
     assert main(["--quiet", "subtype", str(copy), "--k", "2"]) == 0
     stale = copy / "subtype" / "maps" / "subtype-S9_desc-saliency_map.nii.gz"
-    shutil.copy(copy / "subtype" / "maps" / "subtype-S1_desc-saliency_map.nii.gz", stale)
+    shutil.copy(training_map(copy / "subtype", "S1", "saliency"), stale)
     assert main(["--quiet", "subtype", str(copy), "--k", "2"]) == 0
     assert not stale.exists()
     assert main(["subtype", str(copy), "--k", "9"]) == 65
@@ -231,15 +336,12 @@ def test_several_input_features_give_maps_and_tables_per_feature(tiny_derivative
     assert main(["--quiet", "subtype", str(run), "--k", "2"]) == 0
     out = run / "subtype"
     for label in ("S1", "S2"):
-        assert (out / "maps" / f"subtype-{label}_desc-saliency_map.nii.gz").is_file()  # all channels
+        assert training_map(out, label, "saliency").is_file()  # all channels
         for feature in ("t1", "gm"):
-            assert (out / "maps" / f"subtype-{label}_feature-{feature}_desc-saliency_map.nii.gz").is_file()
+            assert training_map(out, label, "saliency", feature).is_file()
             assert (out / "tables" / f"subtype-{label}_feature-{feature}_atlas-aal_regions.tsv").is_file()
-    combined = nib.load(out / "maps" / "subtype-S1_desc-signedsaliency_map.nii.gz").get_fdata()
-    parts = [
-        nib.load(out / "maps" / f"subtype-S1_feature-{f}_desc-signedsaliency_map.nii.gz").get_fdata()
-        for f in ("t1", "gm")
-    ]
+    combined = nib.load(training_map(out, "S1", "signedsaliency")).get_fdata()
+    parts = [nib.load(training_map(out, "S1", "signedsaliency", f)).get_fdata() for f in ("t1", "gm")]
     np.testing.assert_allclose(combined, parts[0] + parts[1], atol=1e-5)  # the channels' shares add up
     assert "The encoders saw t1, gm" in (out / "report.html").read_text()
 
@@ -255,7 +357,7 @@ def test_group_maps_average_a_stated_sample_of_each_subtype(subtype_out, smoke_r
     sampled = json.loads((out / "maps" / "saliency.json").read_text())["subjects_attributed"]
     assert sampled == {"limit_per_group": 1, "controls": 1, "S1": 1, "S2": 1}
     for name in ("S1", "S2"):
-        image = nib.load(out / "maps" / f"subtype-{name}_desc-saliency_map.nii.gz")
+        image = nib.load(training_map(out, name, "saliency"))
         assert np.asarray(image.dataobj).max() > 0
 
 
