@@ -125,3 +125,16 @@ def cluster_table(
     frame = frame.sort_values(["volume_mm3", "_peak"], ascending=False, kind="stable").reset_index(drop=True)
     frame.insert(0, "cluster", np.arange(1, len(frame) + 1))
     return frame[columns]
+
+
+def keep_clusters(
+    values: np.ndarray, passes: np.ndarray, affine: np.ndarray, min_volume_mm3: float
+) -> np.ndarray:
+    """``values`` where ``passes`` holds in a 26-connected cluster of at least ``min_volume_mm3``, else
+    0: the map a report draws, matching its cluster table."""
+    labelled, count = ndimage.label(passes, structure=np.ones((3, 3, 3), dtype=bool))
+    if count == 0:
+        return np.zeros_like(values)
+    sizes = np.bincount(labelled.ravel())[1:] * abs(np.linalg.det(affine[:3, :3]))
+    kept = np.concatenate([[False], sizes >= min_volume_mm3])[labelled]
+    return np.where(kept, values, 0.0)

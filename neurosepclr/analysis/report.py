@@ -284,39 +284,39 @@ def _cluster_html(table: pd.DataFrame, value: str, atlas: str, rows: int = 10) -
     if table.empty:
         return "<p>No cluster above the threshold.</p>"
     columns = [*CLUSTER_COLUMNS[:3], value, *CLUSTER_COLUMNS[3:], f"{atlas}_peak_region", f"{atlas}_regions"]
-    shown = table[columns].head(rows)
+    shown = table[columns].head(rows).copy()
+    for column in ("volume_mm3", "peak_x_mm", "peak_y_mm", "peak_z_mm"):
+        shown[column] = shown[column].round().astype(int)
     more = f"<p class='meta'>{len(table) - rows} more in the TSV.</p>" if len(table) > rows else ""
     return _table(shown) + more
 
 
 def subtype_map_figures(content: ReportContent) -> dict[str, bytes]:
-    """Per subtype: signed saliency where its test passes, and the effect-size map, each kind on one
-    colour scale across subtypes."""
+    """Per subtype: signed saliency where its test passes, and the effect-size map, each as its
+    cluster table thresholds it and on one colour scale across subtypes."""
     grid, settings = content.grid, content.settings
-    feature = next(iter(grid.effect.d))
-    shown_saliency = {
-        label: np.where(grid.zmap[label] >= settings.saliency_threshold, grid.signed[label], 0.0)
-        for label in grid.signed
-    }
-    saliency_max = max(float(np.abs(v).max()) for v in shown_saliency.values())
-    effect_max = max(float(np.abs(v).max()) for v in grid.effect.d[feature].values())
+    saliency = {label: grid.shown_saliency(label) for label in grid.signed}
+    effect = {label: grid.shown_effect(label) for label in grid.signed}
+    saliency_max = max(float(np.abs(v).max()) for v in saliency.values())
+    effect_max = max(float(np.abs(v).max()) for v in effect.values())
+    extent = f"clusters ≥ {settings.min_cluster_mm3:g} mm³"
     pngs = {}
     for label in grid.signed:
-        values = shown_saliency[label]
         pngs[f"subtype-{label}_saliency_glass"], pngs[f"subtype-{label}_saliency_slices"] = stat_map_figures(
-            values,
+            saliency[label],
             grid.affine,
             saliency_max * 1e-6,
             saliency_max,
-            f"{label}: signed saliency (a.u.), z >= {settings.saliency_threshold:g}",
+            f"{label}: signed saliency (a.u.), z ≥ {settings.saliency_threshold:g}, {extent}",
         )
         pngs[f"subtype-{label}_effectsize_glass"], pngs[f"subtype-{label}_effectsize_slices"] = (
             stat_map_figures(
-                grid.effect.d[feature][label],
+                effect[label],
                 grid.affine,
                 settings.effect_size_threshold,
                 effect_max,
-                f"{label}: Cohen's d on {feature}, |d| >= {settings.effect_size_threshold:g}",
+                f"{label}: Cohen's d on {grid.feature}, |d| ≥ {settings.effect_size_threshold:g}, "
+                f"p < 0.001, {extent}",
             )
         )
     return pngs
@@ -509,7 +509,8 @@ def _write_report(content: ReportContent) -> Path:
         f"controls' (one-sided Welch test, z ≥ {settings.saliency_threshold:g}, uncorrected). Right: the "
         f"<b>effect size</b> of the subtype's patients against the controls on the preprocessed "
         f"{html.escape(feature)} (Cohen's d adjusted for {html.escape(covariates)}; "
-        f"blue = lower in patients), drawn at |d| ≥ {settings.effect_size_threshold:g}; model-independent, "
+        f"blue = lower in patients), drawn at |d| ≥ {settings.effect_size_threshold:g} and p < 0.001 "
+        "(uncorrected); model-independent, "
         "as a VBM "
         f"group comparison. Both on the {grid_label(c.grid.affine)} analysis grid over {BACKGROUND_NOTE}; "
         "one "

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from neurosepclr.analysis.clusters import cluster_table, resample_map
+from neurosepclr.analysis.clusters import cluster_table, keep_clusters, resample_map
 from neurosepclr.analysis.effect_size import EffectSizeMaps, brain_mask, effect_size_maps
 from neurosepclr.analysis.evaluate import probe_table
 from neurosepclr.analysis.quality import (
@@ -363,7 +363,8 @@ def write_subject_maps(out: Path, base: pd.DataFrame, attributions: np.ndarray, 
 
 @dataclass
 class MapsAtAnalysisGrid:
-    """Per subtype on the derivatives' grid: signed saliency and its z (resampled), Cohen's d."""
+    """Per subtype on the derivatives' grid: signed saliency and its z (resampled), Cohen's d, and
+    the versions drawn and clustered (thresholded, clusters of at least ``min_cluster_mm3``)."""
 
     affine: np.ndarray
     shape: tuple[int, ...]
@@ -371,6 +372,32 @@ class MapsAtAnalysisGrid:
     zmap: dict[str, np.ndarray]
     effect: EffectSizeMaps
     mask: np.ndarray
+    settings: SubtypeConfig
+
+    @property
+    def feature(self) -> str:
+        """The input feature whose effect sizes the report shows (the first of data.features)."""
+        return next(iter(self.effect.d))
+
+    def t_threshold(self) -> float:
+        """|t| of p < 0.001 (two-sided, uncorrected) at the GLM's degrees of freedom."""
+        from scipy import stats
+
+        return float(stats.t.isf(EFFECT_SIZE_P / 2, max(self.effect.degrees_of_freedom, 1)))
+
+    def shown_saliency(self, label: str) -> np.ndarray:
+        """Signed saliency where the saliency test passes, in clusters large enough."""
+        passes = self.zmap[label] >= self.settings.saliency_threshold
+        return keep_clusters(self.signed[label], passes, self.affine, self.settings.min_cluster_mm3)
+
+    def shown_effect(self, label: str) -> np.ndarray:
+        """Cohen's d where |d| reaches the threshold and p < 0.001, in clusters large enough."""
+        d, t = self.effect.d[self.feature][label], self.effect.t[self.feature][label]
+        passes = (np.abs(d) >= self.settings.effect_size_threshold) & (np.abs(t) >= self.t_threshold())
+        return keep_clusters(d, passes, self.affine, self.settings.min_cluster_mm3)
+
+
+EFFECT_SIZE_P = 0.001  # the effect-size maps are drawn where |d| >= the threshold and p < this
 
 
 def analysis_grid_maps(
@@ -407,7 +434,7 @@ def analysis_grid_maps(
                 Threshold=f"z >= {settings.saliency_threshold}" if desc == "saliencyz" else None,
                 **source,
             )
-    threshold = f"|d| >= {settings.effect_size_threshold}"
+    threshold = f"|d| >= {settings.effect_size_threshold} and p < {EFFECT_SIZE_P} (uncorrected)"
     for feature, per_subtype in effect.d.items():
         name = feature if len(features) > 1 else None
         for label, values in per_subtype.items():
@@ -423,17 +450,16 @@ def analysis_grid_maps(
                 Input=feature,
                 **source,
             )
-    return MapsAtAnalysisGrid(affine, shape, signed, zmap, effect, mask)
+    return MapsAtAnalysisGrid(affine, shape, signed, zmap, effect, mask, settings)
 
 
 def cluster_tables(out: Path, grid: MapsAtAnalysisGrid, atlases: list, settings: SubtypeConfig) -> dict:
     """Step 7: clusters and peaks of each subtype's saliency test and effect-size map (first input
     feature), named with every atlas asked; returns subtype → {"saliency": …, "effectsize": …}."""
-    feature = next(iter(grid.effect.d))
     tables = {}
     for label in grid.signed:
         saliency = cluster_table(
-            grid.zmap[label],
+            np.where(grid.shown_saliency(label) != 0, grid.zmap[label], 0.0),
             grid.affine,
             settings.saliency_threshold,
             atlases,
@@ -442,35 +468,29 @@ def cluster_tables(out: Path, grid: MapsAtAnalysisGrid, atlases: list, settings:
             stat_name="z",
             also={"signedsaliency": grid.signed[label]},
         )
-        d = grid.effect.d[feature][label]
+        shown = grid.shown_effect(label)
         effect = pd.concat(
             [
-                cluster_table(
-                    d,
-                    grid.affine,
-                    settings.effect_size_threshold,
-                    atlases,
-                    sign=sign,
-                    min_volume_mm3=settings.min_cluster_mm3,
-                    stat_name="d",
-                )
+                cluster_table(shown, grid.affine, settings.effect_size_threshold, atlases, sign=sign,
+                              min_volume_mm3=settings.min_cluster_mm3, stat_name="d")
                 for sign in (-1, 1)
             ],
             ignore_index=True,
-        )
+        )  # fmt: skip
         if len(effect):
             effect = effect.sort_values("volume_mm3", ascending=False, kind="stable").reset_index(drop=True)
             effect["cluster"] = np.arange(1, len(effect) + 1)
-        for desc, table, what in (
-            ("saliency", saliency, f"saliency z >= {settings.saliency_threshold}"),
-            ("effectsize", effect, f"|Cohen's d| >= {settings.effect_size_threshold} on {feature}"),
-        ):
+        what = {
+            "saliency": f"saliency z >= {settings.saliency_threshold}",
+            "effectsize": f"|Cohen's d| >= {settings.effect_size_threshold} and p < {EFFECT_SIZE_P} "
+            f"(uncorrected) on {grid.feature}",
+        }
+        for desc, table in (("saliency", saliency), ("effectsize", effect)):
             write_tsv(
                 out / "tables" / f"subtype-{label}_desc-{desc}_clusters.tsv",
                 table,
-                f"subtype {label}: clusters of {what} (26-connected, at least "
-                f"{settings.min_cluster_mm3:g} mm³), "
-                "largest first, with peaks in MNI mm",
+                f"subtype {label}: clusters of {what[desc]} (26-connected, at least "
+                f"{settings.min_cluster_mm3:g} mm³), largest first, with peaks in MNI mm",
                 metadata={"atlases": {a.name: a.licence for a in atlases}},
             )
         tables[label] = {"saliency": saliency, "effectsize": effect}
