@@ -5,6 +5,11 @@ rank of the first cluster whose peak lies inside the true territory, in the sali
 and in the effect-size cluster table, and the share of the cluster volume inside it.
 
     python benchmarks/report_maps.py RUN/subtype BIDS/derivatives/truth [--out results.tsv]
+        [--derivatives DERIV]
+
+With ``--derivatives`` (the preprocess folder) a second table gives the effect-size map's ranks when
+the true subtypes are given (the ceiling of the model-independent map on these inputs, whatever the
+model found), with the same thresholds as ``subtype``'s defaults.
 """
 
 from __future__ import annotations
@@ -24,23 +29,20 @@ from neurosepclr.data.truth import load_truth
 def territory_ranks(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
     truth = load_truth(truth_dir)
     found = pd.read_csv(subtype_dir / "subtypes.tsv", sep="\t", dtype={"participant_id": str})
-    patients = found[found["group"] == "target"].merge(truth.table[["participant_id", "subtype"]],
-                                                       on="participant_id", suffixes=("", "_true"))  # fmt: skip
+    true = truth.table[["participant_id", "subtype"]]
+    patients = found[found["group"] == "target"].merge(true, on="participant_id", suffixes=("", "_true"))
     mapping = match_labels(patients["subtype"].to_numpy(), patients["subtype_true"].astype(str).to_numpy())
     rows = []
     for label, true in sorted(mapping.items()):
         mask_image = truth.masks[true]
         mask = np.asarray(mask_image.dataobj) > 0
-        inv = np.linalg.inv(mask_image.affine)
         row = {"subtype": label, "true_subtype": true}
         for desc in ("saliency", "effectsize"):
-            table = pd.read_csv(subtype_dir / "tables" / f"subtype-{label}_desc-{desc}_clusters.tsv", sep="\t")
-            peaks = table[["peak_x_mm", "peak_y_mm", "peak_z_mm"]].to_numpy(dtype=float)
-            ijk = np.rint(peaks @ inv[:3, :3].T + inv[:3, 3]).astype(int)
-            inside = [bool(mask[tuple(v)]) if np.all((v >= 0) & (v < mask.shape)) else False for v in ijk]
-            hits = np.flatnonzero(inside)
+            table = pd.read_csv(
+                subtype_dir / "tables" / f"subtype-{label}_desc-{desc}_clusters.tsv", sep="\t"
+            )
             row[f"{desc}_clusters"] = len(table)
-            row[f"{desc}_rank_of_true_territory"] = int(hits[0]) + 1 if len(hits) else np.nan
+            row[f"{desc}_rank_of_true_territory"] = _first_hit(table, mask, mask_image.affine)
             row[f"{desc}_first_peak_region"] = table["aal_peak_region"].iloc[0] if len(table) else "none"
         pattern = f"subtype-{label}_space-*_res-2_desc-effectsize_map.nii.gz"
         effect = nib.load(next((subtype_dir / "maps").glob(pattern)))
@@ -52,14 +54,77 @@ def territory_ranks(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _first_hit(table: pd.DataFrame, mask: np.ndarray, affine: np.ndarray) -> float:
+    if table.empty:
+        return np.nan
+    inv = np.linalg.inv(affine)
+    ijk = np.rint(table[["peak_x_mm", "peak_y_mm", "peak_z_mm"]].to_numpy(float) @ inv[:3, :3].T + inv[:3, 3])
+    ijk = ijk.astype(int)
+    inside = [bool(mask[tuple(v)]) if np.all((v >= 0) & (v < mask.shape)) else False for v in ijk]
+    hits = np.flatnonzero(inside)
+    return int(hits[0]) + 1 if len(hits) else np.nan
+
+
+def true_subtype_ranks(derivatives: Path, truth_dir: Path) -> pd.DataFrame:
+    """Effect-size clusters of the true subtypes (thresholds of SubtypeConfig's defaults)."""
+    from neurosepclr.analysis.clusters import cluster_table, keep_clusters
+    from neurosepclr.analysis.effect_size import effect_size_maps
+    from neurosepclr.atlases import load_atlas
+    from neurosepclr.config import SubtypeConfig
+
+    settings, truth = SubtypeConfig(), load_truth(truth_dir)
+    table = pd.read_csv(derivatives / "cohort.tsv", sep="\t", dtype={"participant_id": str})
+    true = table[["participant_id"]].merge(truth.table, on="participant_id", how="left")["subtype"]
+    labels = np.where(table["group"] == "target", true.astype(str), "control")
+    maps = effect_size_maps(derivatives, table, np.arange(len(table)), labels, ("t1",))
+    from scipy import stats
+
+    t_crit = stats.t.isf(0.0005, maps.degrees_of_freedom)
+    atlas, rows = load_atlas("aal"), []
+    for name, mask_image in truth.masks.items():
+        d, t = maps.d["t1"][name], maps.t["t1"][name]
+        passes = (np.abs(d) >= settings.effect_size_threshold) & (np.abs(t) >= t_crit)
+        shown = keep_clusters(d, passes, maps.affine, settings.min_cluster_mm3)
+        clusters = pd.concat(
+            [
+                cluster_table(
+                    shown,
+                    maps.affine,
+                    settings.effect_size_threshold,
+                    [atlas],
+                    sign=s,
+                    min_volume_mm3=settings.min_cluster_mm3,
+                    stat_name="d",
+                )
+                for s in (-1, 1)
+            ]
+        ).sort_values("volume_mm3", ascending=False)
+        mask = np.asarray(mask_image.dataobj) > 0
+        rows.append(
+            {
+                "true_subtype": name,
+                "effectsize_clusters": len(clusters),
+                "effectsize_rank_of_true_territory": _first_hit(clusters, mask, mask_image.affine),
+                "effectsize_first_peak_region": clusters["aal_peak_region"].iloc[0]
+                if len(clusters)
+                else "none",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("subtype_dir", type=Path)
     parser.add_argument("truth", type=Path)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--derivatives", type=Path)
     args = parser.parse_args()
     frame = territory_ranks(args.subtype_dir, args.truth)
-    text = frame.to_csv(sep="\t", index=False, float_format="%.3f")
+    text = "# subtypes found by the model\n" + frame.to_csv(sep="\t", index=False, float_format="%.3f")
+    if args.derivatives:
+        ceiling = true_subtype_ranks(args.derivatives, args.truth)
+        text += "# effect-size maps of the true subtypes\n" + ceiling.to_csv(sep="\t", index=False)
     print(text, end="")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

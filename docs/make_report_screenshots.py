@@ -1,6 +1,6 @@
 """Screenshots of each section of a subtype report, for docs/report.md (headless Chromium).
 
-    python docs/make_report_screenshots.py work/demo/run/subtype
+python docs/make_report_screenshots.py work/demo/run/subtype
 """
 
 from __future__ import annotations

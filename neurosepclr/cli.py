@@ -270,7 +270,9 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
                 f"warning: {result['in_training']} of them were in the training split (flagged in_training)"
             )
         return ExitCode.OK
-    summary = subtype(args.run_dir, out, config, derivatives=args.derivatives)
+    given = getattr(args, "config", None) or "defaults"
+    recipe = " ".join([str(given), *(f"--set {o}" for o in getattr(args, "overrides", None) or [])])
+    summary = subtype(args.run_dir, out, config, derivatives=args.derivatives, recipe=recipe)
     sizes = ", ".join(f"{name}: {summary['sizes'].get(name, 0)}" for name in summary["names"])
     print(f"K = {summary['k']} subtypes ({sizes}); outputs in {summary['out']}")
     if "report" in summary:

@@ -135,7 +135,7 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     if state.get("subtype") == digest and (subtype_dir / "report.html").is_file():
         log.info("subtype: up to date (%s)", subtype_dir)
     else:
-        subtype(run_dir, subtype_dir, config)
+        subtype(run_dir, subtype_dir, config, recipe=str(pipeline_path or "defaults"))
         record("subtype", digest)
 
     # 5. evaluate

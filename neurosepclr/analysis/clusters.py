@@ -77,7 +77,7 @@ def cluster_table(
     covering most of the cluster (with their share of its volume)."""
     mask = sign * np.asarray(stat) >= threshold
     labelled, count = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
-    voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
+    voxel_mm3 = round(abs(float(np.linalg.det(affine[:3, :3]))), 6)
     rows = []
     for index in range(1, count + 1):
         voxels = np.argwhere(labelled == index)

@@ -34,7 +34,7 @@ from sklearn.metrics import (
     r2_score,
 )
 
-from neurosepclr.analysis.statistics import bootstrap_interval, chance_level
+from neurosepclr.analysis.statistics import FAST_SCORES, bootstrap_interval, chance_level
 from neurosepclr.data.truth import TRUTH_PATIENT, Truth, load_truth
 from neurosepclr.errors import InputDataError, MissingInputError
 from neurosepclr.io import atomic_write_text, read_tsv
@@ -115,7 +115,7 @@ def _probe_table(embeddings: pd.DataFrame, truth: pd.DataFrame, seed: int) -> pd
                 scores = {"mae": mean_absolute_error, "r2": r2_score} if predicted is not None else {}
             for metric, score in scores.items():
                 value = score(target[held], predicted)
-                low, high = bootstrap_interval(target[held], predicted, score, seed=seed)
+                low, high = bootstrap_interval(target[held], predicted, FAST_SCORES[metric], seed=seed)
                 chance = chance_level(metric, target[held], target[~held] if (~held).any() else None)
                 rows.append(
                     {"space": space, "task": task, "metric": metric, "value": value, "n": int(held.sum()),

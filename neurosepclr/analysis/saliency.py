@@ -196,7 +196,7 @@ def region_table(saliency: np.ndarray, signed: np.ndarray, affine: np.ndarray, a
             "region_name": [full_region_name(atlas.name, n) for n in names],
             "label": index.astype(int),
             "hemisphere": [hemisphere(n, x, f) for n, x, f in zip(names, centroid_x, left, strict=True)],
-            "volume_mm3": counts * abs(np.linalg.det(atlas.affine[:3, :3])),
+            "volume_mm3": counts * round(abs(float(np.linalg.det(atlas.affine[:3, :3]))), 6),
             "mean_saliency": sums_signed / counts,
             "mean_abs_saliency": sums_abs / counts,
             "share_abs_saliency": sums_abs / total if total > 0 else np.nan,

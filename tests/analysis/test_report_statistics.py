@@ -133,6 +133,19 @@ def test_quality_box_rules():
     assert forced["subtypes above noise"][0] == RED
 
 
+def test_fast_scores_equal_sklearn():
+    from sklearn.metrics import balanced_accuracy_score, mean_absolute_error, r2_score
+
+    from neurosepclr.analysis.statistics import FAST_SCORES
+
+    rng = np.random.default_rng(3)
+    y, p = rng.choice(list("abc"), 40), rng.choice(list("abcd"), 40)
+    assert FAST_SCORES["balanced_accuracy"](y, p) == pytest.approx(balanced_accuracy_score(y, p))
+    a, b = rng.normal(size=30), rng.normal(size=30)
+    assert FAST_SCORES["mae"](a, b) == pytest.approx(mean_absolute_error(a, b))
+    assert FAST_SCORES["r2"](a, b) == pytest.approx(r2_score(a, b))
+
+
 def test_intervals_and_chance_levels():
     truth = np.array(["a", "b"] * 50, dtype=object)
     low, high = bootstrap_interval(truth, truth, lambda y, p: float(np.mean(y == p)))

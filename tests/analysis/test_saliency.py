@@ -154,7 +154,13 @@ def test_region_table_ranks_the_region_holding_the_saliency():
     assert table.loc[0, "hemisphere"] == "right"
     assert table.loc[0, "share_abs_saliency"] == pytest.approx(1.0)
     assert table.loc[0, "mean_saliency"] < 0
-    assert table["n_voxels"].tolist() == [128, 256]
+    assert table["volume_mm3"].tolist() == [128 * 8, 256 * 8]  # 2 mm atlas voxels
+    assert table["region_name"].tolist() == ["Lobe (right)", "Lobe (left)"]
+
+
+def test_a_region_across_the_midline_is_midline_whatever_its_centroid():
+    assert hemisphere("Vermis_3", 2.5, left_fraction=0.45) == "midline"
+    assert hemisphere("Vermis_3", 2.5, left_fraction=0.05) == "right"
 
 
 def test_region_table_resamples_a_coarser_map_onto_the_atlas():

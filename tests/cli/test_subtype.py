@@ -1,5 +1,6 @@
 """neurosepclr subtype on the smoke run: outputs, maps in template space, --cohort, refusals, report."""
 
+import datetime
 import json
 import os
 import pickle
@@ -53,6 +54,9 @@ def test_subtype_writes_every_output(subtype_out):
     assert {"common_0", "salient_7"} <= set(embeddings.columns) and len(embeddings) == len(subtypes)
     demographics = pd.read_csv(subtype_out / "demographics.tsv", sep="\t")
     assert demographics["n"].sum() == len(subtypes) and "age_mean" in demographics
+    report = (subtype_out / "report.html").read_text()
+    assert "Recipe: <code>defaults</code>" in report and "chosen by stability above noise" in report
+    assert "Research use only" in report and str(datetime.date.today()) in report
 
 
 def test_maps_overlay_on_the_template(subtype_out, smoke_run):
