@@ -54,6 +54,21 @@ def territory_ranks(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def calibration(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
+    """Patients binned by assignment frequency: how many, and the share whose subtype (matched to
+    the truth) is right. A calibrated frequency has accuracy rising with it."""
+    truth = load_truth(truth_dir)
+    found = pd.read_csv(subtype_dir / "subtypes.tsv", sep="\t", dtype={"participant_id": str})
+    true = truth.table[["participant_id", "subtype"]]
+    patients = found[found["group"] == "target"].merge(true, on="participant_id", suffixes=("", "_true"))
+    mapping = match_labels(patients["subtype"].to_numpy(), patients["subtype_true"].astype(str).to_numpy())
+    right = patients["subtype"].map(mapping) == patients["subtype_true"].astype(str)
+    bins = pd.cut(patients["assignment_frequency"], [0, 0.5, 0.7, 0.9, 0.99, 1.0], include_lowest=True)
+    table = right.groupby(bins, observed=True).agg(["size", "mean"]).reset_index()
+    table.columns = ["assignment_frequency", "patients", "share_right"]
+    return table
+
+
 def _first_hit(table: pd.DataFrame, mask: np.ndarray, affine: np.ndarray) -> float:
     if table.empty:
         return np.nan
@@ -122,6 +137,9 @@ def main() -> None:
     args = parser.parse_args()
     frame = territory_ranks(args.subtype_dir, args.truth)
     text = "# subtypes found by the model\n" + frame.to_csv(sep="\t", index=False, float_format="%.3f")
+    text += "# calibration of the assignment frequency\n" + calibration(args.subtype_dir, args.truth).to_csv(
+        sep="\t", index=False, float_format="%.3f"
+    )
     if args.derivatives:
         ceiling = true_subtype_ranks(args.derivatives, args.truth)
         text += "# effect-size maps of the true subtypes\n" + ceiling.to_csv(sep="\t", index=False)

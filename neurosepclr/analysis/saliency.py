@@ -150,12 +150,20 @@ def group_maps(
     return maps
 
 
+# structures on the midline whatever an atlas's voxels say (AAL3's Vermis_3 lies mostly right of x = 0)
+MIDLINE_NAMES = r"vermis|brain.?stem|3rd.ventricle|4th.ventricle|^cc_|corpus.callosum|raphe|optic.chiasm"
+
+
 def hemisphere(name: str, centroid_x_mm: float, left_fraction: float | None = None) -> str:
-    """'left' / 'right' from the region name (``_L``/``_R``, ``Left``/``Right``, ``lh``/``rh``); when
+    """'midline' for structures on it by name (vermis, brainstem, third and fourth ventricles, corpus
+    callosum, raphe, optic chiasm); 'left' / 'right' from the region name (``_L``/``_R``,
+    ``Left``/``Right``, ``lh``/``rh``); when
     the name does not say, 'midline' for a region with 20–80 % of its voxels left of x = 0
     (``left_fraction``; vermis, brainstem) or a centroid within 2 mm of x = 0, else the side of its
     centroid (RAS+ x)."""
     lowered = name.lower()
+    if re.search(MIDLINE_NAMES, lowered):
+        return "midline"
     if re.search(r"(^|[_\-. ])(l|lh|left)($|[_\-. ])", lowered) or lowered.startswith("left"):
         return "left"
     if re.search(r"(^|[_\-. ])(r|rh|right)($|[_\-. ])", lowered) or lowered.startswith("right"):

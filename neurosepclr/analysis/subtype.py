@@ -290,9 +290,9 @@ def clear_subtype_outputs(out: Path) -> None:
 
 
 MAP_DESCRIPTIONS = {
-    "saliency": ("mean absolute integrated-gradients attribution of the subtype's patients", "arbitrary"),
+    "saliency": ("mean absolute attribution (subtype.saliency) of the subtype's patients", "arbitrary"),
     "signedsaliency": (
-        "mean signed integrated-gradients attribution of the subtype's patients: its share "
+        "mean signed attribution (subtype.saliency) of the subtype's patients: their share "
         "of their (whitened) distance from the controls' salient centre",
         "arbitrary",
     ),
@@ -353,7 +353,7 @@ def write_subject_maps(out: Path, base: pd.DataFrame, attributions: np.ndarray, 
         write_nifti(
             path,
             map_image(values, affine),
-            "this subject's integrated-gradients attribution",
+            "this subject's attribution (subtype.saliency)",
             "arbitrary",
             Space=SPACE,
         )
@@ -614,6 +614,7 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
         "Run": str(run.run_dir.resolve()),
         "Checkpoint": run.checkpoint.name,
         "CheckpointStep": run.step,
+        "SaliencyMethod": settings.saliency,
     }
 
     embedded = embed(run, device)

@@ -159,8 +159,10 @@ def test_region_table_ranks_the_region_holding_the_saliency():
 
 
 def test_a_region_across_the_midline_is_midline_whatever_its_centroid():
-    assert hemisphere("Vermis_3", 2.5, left_fraction=0.45) == "midline"
-    assert hemisphere("Vermis_3", 2.5, left_fraction=0.05) == "right"
+    assert hemisphere("Lobule", 2.5, left_fraction=0.45) == "midline"
+    assert hemisphere("Lobule", 2.5, left_fraction=0.05) == "right"
+    assert hemisphere("Vermis_3", 4.0, left_fraction=0.1) == "midline"  # AAL3's lies mostly right of x = 0
+    assert hemisphere("Brain-Stem", -3.0) == "midline"
 
 
 def test_region_table_resamples_a_coarser_map_onto_the_atlas():
