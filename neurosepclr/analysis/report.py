@@ -504,7 +504,8 @@ def _write_report(content: ReportContent) -> Path:
         "<h2>What each space knows (held-out linear probes)</h2>",
         _table(c.probes),
         "<h2>Maps</h2>",
-        f"<p>Left: the model's <b>signed saliency</b> ({html.escape(settings.saliency)}, arbitrary units; positive "
+        f"<p>Left: the model's <b>signed saliency</b> ({html.escape(settings.saliency)}, arbitrary units; "
+        "positive "
         f"voxels push a patient away from the controls), drawn where the subtype's |saliency| exceeds the "
         f"controls' (one-sided Welch test, z ≥ {settings.saliency_threshold:g}, uncorrected). Right: the "
         f"<b>effect size</b> of the subtype's patients against the controls on the preprocessed "
