@@ -144,6 +144,17 @@ def _cut(values: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:
     return tuple(float(v) for v in (affine @ np.array([*peak, 1.0]))[:3])
 
 
+def glass_brain(image, threshold: float, title: str, vmax: float | None = None) -> bytes:
+    """A signed map's glass brain (left and right marked), symmetric colour scale."""
+    from nilearn import plotting
+
+    display = plotting.plot_glass_brain(
+        image, threshold=threshold, vmax=vmax, colorbar=True, plot_abs=False, cmap="cold_hot", title=title,
+        symmetric_cbar=True,
+    )  # fmt: skip
+    return _figure_bytes(display.frame_axes.figure)
+
+
 def stat_map_figures(values: np.ndarray, affine: np.ndarray, threshold: float, vmax: float, title: str):
     """Glass brain and orthogonal slices (annotated with their MNI coordinates) of a signed map,
     drawn above ``threshold`` in absolute value on one colour scale (±``vmax``)."""
@@ -157,17 +168,7 @@ def stat_map_figures(values: np.ndarray, affine: np.ndarray, threshold: float, v
     image = map_image(values, affine)
     vmax = float(max(vmax, threshold * 1.01, 1e-12))
     background = datasets.load_mni152_template(resolution=2)
-    glass = plotting.plot_glass_brain(
-        image,
-        threshold=threshold,
-        vmax=vmax,
-        colorbar=True,
-        plot_abs=False,
-        cmap="cold_hot",
-        title=title,
-        symmetric_cbar=True,
-    )
-    glass_png = _figure_bytes(glass.frame_axes.figure)
+    glass_png = glass_brain(image, threshold, title, vmax)
     slices = plotting.plot_stat_map(
         image,
         bg_img=background,
@@ -190,21 +191,11 @@ def subject_figure(path: Path, title: str) -> bytes:
 
     matplotlib.use("Agg")
     import nibabel as nib
-    from nilearn import plotting
 
     image = nib.load(path)
     values = np.abs(np.asarray(image.dataobj))
     threshold = float(np.percentile(values[values > 0], 90)) if (values > 0).any() else 0.0
-    display = plotting.plot_glass_brain(
-        image,
-        threshold=threshold,
-        colorbar=True,
-        plot_abs=False,
-        cmap="cold_hot",
-        title=title,
-        symmetric_cbar=True,
-    )
-    return _figure_bytes(display.frame_axes.figure)
+    return glass_brain(image, threshold, title)
 
 
 def _img(png: bytes, alt: str, css: str = "") -> str:
