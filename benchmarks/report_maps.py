@@ -26,12 +26,19 @@ from neurosepclr.analysis.evaluate import match_labels
 from neurosepclr.data.truth import load_truth
 
 
-def territory_ranks(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
-    truth = load_truth(truth_dir)
+def matched_patients(subtype_dir: Path, truth) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The patients of ``subtypes.tsv`` with their true subtype (``subtype_true``), and the found →
+    true subtype assignment that agrees most (Hungarian)."""
     found = pd.read_csv(subtype_dir / "subtypes.tsv", sep="\t", dtype={"participant_id": str})
     true = truth.table[["participant_id", "subtype"]]
     patients = found[found["group"] == "target"].merge(true, on="participant_id", suffixes=("", "_true"))
-    mapping = match_labels(patients["subtype"].to_numpy(), patients["subtype_true"].astype(str).to_numpy())
+    patients["subtype_true"] = patients["subtype_true"].astype(str)
+    return patients, match_labels(patients["subtype"].to_numpy(), patients["subtype_true"].to_numpy())
+
+
+def territory_ranks(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
+    truth = load_truth(truth_dir)
+    _, mapping = matched_patients(subtype_dir, truth)
     rows = []
     for label, true in sorted(mapping.items()):
         mask_image = truth.masks[true]
@@ -57,12 +64,8 @@ def territory_ranks(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
 def calibration(subtype_dir: Path, truth_dir: Path) -> pd.DataFrame:
     """Patients binned by assignment frequency: how many, and the share whose subtype (matched to
     the truth) is right. A calibrated frequency has accuracy rising with it."""
-    truth = load_truth(truth_dir)
-    found = pd.read_csv(subtype_dir / "subtypes.tsv", sep="\t", dtype={"participant_id": str})
-    true = truth.table[["participant_id", "subtype"]]
-    patients = found[found["group"] == "target"].merge(true, on="participant_id", suffixes=("", "_true"))
-    mapping = match_labels(patients["subtype"].to_numpy(), patients["subtype_true"].astype(str).to_numpy())
-    right = patients["subtype"].map(mapping) == patients["subtype_true"].astype(str)
+    patients, mapping = matched_patients(subtype_dir, load_truth(truth_dir))
+    right = patients["subtype"].map(mapping) == patients["subtype_true"]
     bins = pd.cut(patients["assignment_frequency"], [0, 0.5, 0.7, 0.9, 0.99, 1.0], include_lowest=True)
     table = right.groupby(bins, observed=True).agg(["size", "mean"]).reset_index()
     table.columns = ["assignment_frequency", "patients", "share_right"]
@@ -82,8 +85,8 @@ def _first_hit(table: pd.DataFrame, mask: np.ndarray, affine: np.ndarray) -> flo
 
 def true_subtype_ranks(derivatives: Path, truth_dir: Path) -> pd.DataFrame:
     """Effect-size clusters of the true subtypes (thresholds of SubtypeConfig's defaults)."""
-    from neurosepclr.analysis.clusters import cluster_table, keep_clusters
     from neurosepclr.analysis.effect_size import effect_size_maps
+    from neurosepclr.analysis.subtype import effect_size_clusters, shown_effect_size
     from neurosepclr.atlases import load_atlas
     from neurosepclr.config import SubtypeConfig
 
@@ -92,28 +95,10 @@ def true_subtype_ranks(derivatives: Path, truth_dir: Path) -> pd.DataFrame:
     true = table[["participant_id"]].merge(truth.table, on="participant_id", how="left")["subtype"]
     labels = np.where(table["group"] == "target", true.astype(str), "control")
     maps = effect_size_maps(derivatives, table, np.arange(len(table)), labels, ("t1",))
-    from scipy import stats
-
-    t_crit = stats.t.isf(0.0005, maps.degrees_of_freedom)
     atlas, rows = load_atlas("aal"), []
     for name, mask_image in truth.masks.items():
-        d, t = maps.d["t1"][name], maps.t["t1"][name]
-        passes = (np.abs(d) >= settings.effect_size_threshold) & (np.abs(t) >= t_crit)
-        shown = keep_clusters(d, passes, maps.affine, settings.min_cluster_mm3)
-        clusters = pd.concat(
-            [
-                cluster_table(
-                    shown,
-                    maps.affine,
-                    settings.effect_size_threshold,
-                    [atlas],
-                    sign=s,
-                    min_volume_mm3=settings.min_cluster_mm3,
-                    stat_name="d",
-                )
-                for s in (-1, 1)
-            ]
-        ).sort_values("volume_mm3", ascending=False)
+        shown = shown_effect_size(maps.d["t1"][name], maps.t["t1"][name], maps, settings)
+        clusters = effect_size_clusters(shown, maps.affine, [atlas], settings)
         mask = np.asarray(mask_image.dataobj) > 0
         rows.append(
             {

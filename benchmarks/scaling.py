@@ -157,7 +157,8 @@ def measure_subtype(run: Path, extra: list[str]) -> dict:
         return wrapper
 
     steps = {"embed": "embed", "stability": "choose_k", "fit": "fit_subtypes", "saliency": "saliency_maps"}
-    steps |= {"maps_tables": "write_maps_and_tables", "report": "write_report"}
+    steps |= {"maps_tables": "write_saliency_maps", "effect_size_maps": "analysis_grid_maps"}
+    steps |= {"clusters": "cluster_tables", "report": "write_report"}
     for name, attribute in steps.items():
         setattr(subtype_module, attribute, timed(name, getattr(subtype_module, attribute)))
     config = load_config(Path(__file__).parents[1] / "pipelines" / "demo.yaml", settings(extra))

@@ -34,6 +34,7 @@ class EffectSizeMaps:
     shape: tuple[int, ...]
     d: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # feature → subtype → map
     t: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    mask: np.ndarray | None = None  # the template brain mask beside the derivatives, if on their grid
     covariates: list[str] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
     degrees_of_freedom: int = 0
@@ -73,12 +74,14 @@ def effect_size_maps(
             if glm is None:
                 glm = StreamingGLM(design, values.size)
             glm.add(row, values)
-        shape = tuple(grid[1])
-        d, t = glm.effect_sizes(group_columns, brain_mask(Path(root), shape))
         if result is None:
-            result = EffectSizeMaps(np.asarray(grid[0]), shape, covariates=used)
+            shape = tuple(grid[1])
+            result = EffectSizeMaps(
+                np.asarray(grid[0]), shape, mask=brain_mask(Path(root), shape), covariates=used
+            )
             result.degrees_of_freedom = int(design.shape[0] - design.shape[1])
             result.counts = {s: int((labels == s).sum()) for s in [CONTROL, *subtypes]}
+        d, t = glm.effect_sizes(group_columns, result.mask)
         for index, subtype in enumerate(subtypes):
             d_map, t_map = d[index].reshape(shape), t[index].reshape(shape)
             result.d.setdefault(feature, {})[subtype] = d_map.astype(np.float32)

@@ -367,7 +367,7 @@ def write_patient_pages(content: ReportContent, names: list[str]) -> dict[str, s
     links = {}
     patients = content.subtypes[content.subtypes["group"] == "target"]
     merged = patients.merge(
-        content.table.drop(columns=["group", "split"], errors="ignore")[
+        content.table[
             [c for c in ("participant_id", "session_id", "age", "sex", "site") if c in content.table]
         ],
         on=["participant_id", "session_id"],
@@ -398,14 +398,13 @@ def write_viewers(content: ReportContent) -> list[str]:
     from neurosepclr.analysis.saliency import map_image
 
     grid, settings = content.grid, content.settings
-    feature = next(iter(grid.effect.d))
     folder = content.out / "viewer"
     folder.mkdir(exist_ok=True)
     background = datasets.load_mni152_template(resolution=2)
     pages = []
     for label in grid.signed:
         for kind, values, threshold in (
-            ("effectsize", grid.effect.d[feature][label], settings.effect_size_threshold),
+            ("effectsize", grid.effect.d[grid.feature][label], settings.effect_size_threshold),
             ("saliencyz", grid.zmap[label], settings.saliency_threshold),
         ):
             view = plotting.view_img(
@@ -459,7 +458,7 @@ def _write_report(content: ReportContent) -> Path:
 
     demographics = pd.read_csv(out / "demographics.tsv", sep="\t")
     n_target = int((c.table["group"] == "target").sum())
-    feature = next(iter(c.grid.effect.d))
+    feature = c.grid.feature
     atlas = c.atlases[0]
     k = int(stability.loc[stability["chosen"], "k"].iloc[0])
     today = datetime.date.today().isoformat()

@@ -181,6 +181,14 @@ def sidecar_path(path: Path) -> Path:
     return path.with_name(f"{name}.json")
 
 
+def tsv_sidecar(
+    about: str, columns: list[str], extra: dict[str, str] | None = None, metadata: dict | None = None
+) -> str:
+    """A TSV's sidecar text: ``about`` the file, ``metadata`` merged in, then one entry per column."""
+    sidecar = {"Description": about, **(metadata or {}), **describe_columns(columns, extra)}
+    return json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_tsv(
     path: Path,
     frame: pd.DataFrame,
@@ -188,12 +196,13 @@ def write_tsv(
     extra: dict[str, str] | None = None,
     metadata: dict | None = None,
 ) -> None:
-    """The TSV (``n/a`` for missing, 6 significant digits) and its sidecar: ``about`` the file,
-    ``metadata`` merged in, then one entry per column."""
-    text = frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
-    sidecar = {"Description": about, **(metadata or {}), **describe_columns(list(frame.columns), extra)}
-    atomic_write_text(path, text)
-    atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    """The TSV (``n/a`` for missing, 6 significant digits) and its sidecar (:func:`tsv_sidecar`;
+    an undocumented column fails before anything is written)."""
+    sidecar = tsv_sidecar(about, list(frame.columns), extra, metadata)
+    atomic_write_text(
+        path, frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")
+    )
+    atomic_write_text(sidecar_path(path), sidecar)
 
 
 def write_nifti(path: Path, image: nib.Nifti1Image, about: str, units: str, **metadata) -> None:
@@ -209,5 +218,4 @@ def write_tsv_sidecar(
     path: Path, about: str, columns: list[str], extra: dict[str, str] | None = None
 ) -> None:
     """The sidecar alone, for a TSV written elsewhere (``embeddings.tsv``)."""
-    sidecar = {"Description": about, **describe_columns(columns, extra)}
-    atomic_write_text(sidecar_path(path), json.dumps(sidecar, indent=2, ensure_ascii=False) + "\n")
+    atomic_write_text(sidecar_path(path), tsv_sidecar(about, columns, extra))

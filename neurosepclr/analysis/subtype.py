@@ -34,7 +34,7 @@ import pandas as pd
 import torch
 
 from neurosepclr.analysis.clusters import cluster_table, keep_clusters, resample_map
-from neurosepclr.analysis.effect_size import EffectSizeMaps, brain_mask, effect_size_maps
+from neurosepclr.analysis.effect_size import EffectSizeMaps, effect_size_maps
 from neurosepclr.analysis.evaluate import probe_table
 from neurosepclr.analysis.quality import (
     assignment_check,
@@ -261,7 +261,6 @@ def saliency_maps(
     attributed = {"limit_per_group": limit, "controls": int(controls.sum())}
     names, counts = np.unique(labels[~controls].astype(str), return_counts=True)
     attributed |= {str(name): int(count) for name, count in zip(names, counts, strict=True)}
-    attributed["rows"] = rows
     features = run.config.data.features
     per_feature = {}
     if len(features) > 1:
@@ -379,25 +378,50 @@ class MapsAtAnalysisGrid:
         """The input feature whose effect sizes the report shows (the first of data.features)."""
         return next(iter(self.effect.d))
 
-    def t_threshold(self) -> float:
-        """|t| of p < 0.001 (two-sided, uncorrected) at the GLM's degrees of freedom."""
-        from scipy import stats
-
-        return float(stats.t.isf(EFFECT_SIZE_P / 2, max(self.effect.degrees_of_freedom, 1)))
-
     def shown_saliency(self, label: str) -> np.ndarray:
         """Signed saliency where the saliency test passes, in clusters large enough."""
         passes = self.zmap[label] >= self.settings.saliency_threshold
         return keep_clusters(self.signed[label], passes, self.affine, self.settings.min_cluster_mm3)
 
     def shown_effect(self, label: str) -> np.ndarray:
-        """Cohen's d where |d| reaches the threshold and p < 0.001, in clusters large enough."""
-        d, t = self.effect.d[self.feature][label], self.effect.t[self.feature][label]
-        passes = (np.abs(d) >= self.settings.effect_size_threshold) & (np.abs(t) >= self.t_threshold())
-        return keep_clusters(d, passes, self.affine, self.settings.min_cluster_mm3)
+        """Cohen's d as drawn and clustered (:func:`shown_effect_size`)."""
+        feature = self.feature
+        return shown_effect_size(
+            self.effect.d[feature][label], self.effect.t[feature][label], self.effect, self.settings
+        )
 
 
 EFFECT_SIZE_P = 0.001  # the effect-size maps are drawn where |d| >= the threshold and p < this
+
+
+def shown_effect_size(
+    d: np.ndarray, t: np.ndarray, effect: EffectSizeMaps, settings: SubtypeConfig
+) -> np.ndarray:
+    """Cohen's d where |d| reaches ``effect_size_threshold`` and p < 0.001 (two-sided, uncorrected,
+    at the GLM's degrees of freedom), in clusters of at least ``min_cluster_mm3``; 0 elsewhere."""
+    from scipy import stats
+
+    t_threshold = stats.t.isf(EFFECT_SIZE_P / 2, max(effect.degrees_of_freedom, 1))
+    passes = (np.abs(d) >= settings.effect_size_threshold) & (np.abs(t) >= t_threshold)
+    return keep_clusters(d, passes, effect.affine, settings.min_cluster_mm3)
+
+
+def effect_size_clusters(
+    shown: np.ndarray, affine: np.ndarray, atlases: list, settings: SubtypeConfig
+) -> pd.DataFrame:
+    """The cluster table of a drawn effect-size map: both signs, largest first, numbered."""
+    effect = pd.concat(
+        [
+            cluster_table(shown, affine, settings.effect_size_threshold, atlases, sign=sign,
+                          min_volume_mm3=settings.min_cluster_mm3, stat_name="d")
+            for sign in (-1, 1)
+        ],
+        ignore_index=True,
+    )  # fmt: skip
+    if len(effect):
+        effect = effect.sort_values("volume_mm3", ascending=False, kind="stable").reset_index(drop=True)
+        effect["cluster"] = np.arange(1, len(effect) + 1)
+    return effect
 
 
 def analysis_grid_maps(
@@ -417,8 +441,7 @@ def analysis_grid_maps(
         embedded.data.root, embedded.data.table, rows, labels, features, tuple(settings.covariates)
     )
     affine, shape = effect.affine, effect.shape
-    mask = brain_mask(embedded.data.root, shape)
-    mask = np.ones(shape, dtype=bool) if mask is None else mask
+    mask = np.ones(shape, dtype=bool) if effect.mask is None else effect.mask
     resolution = grid_resolution(affine)
     signed, zmap = {}, {}
     for label, group in maps.items():
@@ -468,18 +491,7 @@ def cluster_tables(out: Path, grid: MapsAtAnalysisGrid, atlases: list, settings:
             stat_name="z",
             also={"signedsaliency": grid.signed[label]},
         )
-        shown = grid.shown_effect(label)
-        effect = pd.concat(
-            [
-                cluster_table(shown, grid.affine, settings.effect_size_threshold, atlases, sign=sign,
-                              min_volume_mm3=settings.min_cluster_mm3, stat_name="d")
-                for sign in (-1, 1)
-            ],
-            ignore_index=True,
-        )  # fmt: skip
-        if len(effect):
-            effect = effect.sort_values("volume_mm3", ascending=False, kind="stable").reset_index(drop=True)
-            effect["cluster"] = np.arange(1, len(effect) + 1)
+        effect = effect_size_clusters(grid.shown_effect(label), grid.affine, atlases, settings)
         what = {
             "saliency": f"saliency z >= {settings.saliency_threshold}",
             "effectsize": f"|Cohen's d| >= {settings.effect_size_threshold} and p < {EFFECT_SIZE_P} "
@@ -500,10 +512,9 @@ def cluster_tables(out: Path, grid: MapsAtAnalysisGrid, atlases: list, settings:
 def map_agreement(grid: MapsAtAnalysisGrid, atlas, top: int = 5) -> pd.DataFrame:
     """Per subtype: how many of the ``top`` regions of |saliency| and of |d| are the same, and the
     voxel-wise correlation of |saliency| with |d| inside the brain mask."""
-    feature = next(iter(grid.effect.d))
     rows = []
     for label, signed in grid.signed.items():
-        d = grid.effect.d[feature][label]
+        d = grid.effect.d[grid.feature][label]
         by_saliency = region_table(signed, signed, grid.affine, atlas)["region_name"].head(top).tolist()
         by_effect = region_table(d, d, grid.affine, atlas)["region_name"].head(top).tolist()
         inside = grid.mask & np.isfinite(d)
@@ -512,7 +523,7 @@ def map_agreement(grid: MapsAtAnalysisGrid, atlas, top: int = 5) -> pd.DataFrame
         rows.append(
             {
                 "subtype": label,
-                "feature": feature,
+                "feature": grid.feature,
                 "top_regions": top,
                 "shared_top_regions": len(set(by_saliency) & set(by_effect)),
                 "saliency_top_regions": "; ".join(by_saliency),
@@ -632,7 +643,7 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
         out / "stability.tsv", stability, "K selection: split-half stability and silhouette, above noise"
     )
     subtyper, subtypes, names = fit_subtypes(embedded, k, settings, config.seed)
-    index_names, _ = _label_names(subtyper.labels_, k)
+    index_names = np.array(names, dtype=object)  # names[i] is cluster index i's name
     frequency = add_bootstrap_columns(subtypes, subtyper, embedded, settings, index_names, config.seed)
     subtypes, extra = keep_group_value(subtypes, embedded.data.table, run.config.data.group_column)
     write_tsv(out / "subtypes.tsv", subtypes, "every subject's subtype, with its uncertainty", extra)
@@ -657,7 +668,6 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
     attributions, maps, per_feature, attributed = saliency_maps(
         run, embedded, subtyper, subtypes, settings, device, config.seed
     )
-    attributed.pop("rows")
     # the effect-size maps compare at least 100 subjects per group (all in smaller cohorts)
     labels = subtypes["subtype"].to_numpy(dtype=object)
     sample = settings.saliency_sample and max(settings.saliency_sample, 100)
