@@ -16,10 +16,13 @@ FIGURES = Path(__file__).resolve().parent / "figures"
 # (file name, CSS selector of the first element, of the last element) on report.html
 SECTIONS = [
     ("report-quality", "h2:nth-of-type(1)", "#quality"),
+    ("report-cohort-k", "h2:nth-of-type(2)", "h2:nth-of-type(3) ~ table"),
+    ("report-subtypes", "h2:nth-of-type(4)", "h2:nth-of-type(5) + img"),
     ("report-probes", "h2:nth-of-type(6)", "h2:nth-of-type(6) + table"),
     ("report-maps", "#subtype-S3", "#subtype-S3 ~ div.pair"),
     ("report-clusters", "#subtype-S3 ~ h3", "#subtype-S3 ~ p.meta"),
     ("report-patients", "#patients", "#patients ~ table"),
+    ("report-training", "h2:nth-of-type(12)", "h2:nth-of-type(12) + img"),
 ]
 
 
