@@ -254,10 +254,13 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
         raise UsageError("subtype: --derivatives locates the run's own cohort; with --cohort it has no use")
     if args.cohort is None:
         check_atlas_names(config.subtype.atlases)  # refused before anything is written
-    if not (args.run_dir / "config.yaml").is_file():
-        raise MissingInputError(
-            f"{args.run_dir}: not a run folder (no config.yaml); run neurosepclr train first"
-        )
+    if args.cohort is not None and args.consensus:
+        raise UsageError("subtype: --consensus fits subtypes; with --cohort nothing is fitted")
+    for run_dir in [args.run_dir, *args.consensus]:
+        if not (run_dir / "config.yaml").is_file():
+            raise MissingInputError(
+                f"{run_dir}: not a run folder (no config.yaml); run neurosepclr train first"
+            )
     out = args.out or default_out_dir(args.run_dir, args.cohort, args.fitted)
     _lock(args, out, "subtype")
     log_path = attach_log_file(out, "subtype")
@@ -272,9 +275,17 @@ def _cmd_subtype(args: argparse.Namespace) -> int:
         return ExitCode.OK
     given = getattr(args, "config", None) or "defaults"
     recipe = " ".join([str(given), *(f"--set {o}" for o in getattr(args, "overrides", None) or [])])
-    summary = subtype(args.run_dir, out, config, derivatives=args.derivatives, recipe=recipe)
+    summary = subtype(
+        args.run_dir, out, config, derivatives=args.derivatives, recipe=recipe, consensus=args.consensus
+    )
     sizes = ", ".join(f"{name}: {summary['sizes'].get(name, 0)}" for name in summary["names"])
     print(f"K = {summary['k']} subtypes ({sizes}); outputs in {summary['out']}")
+    if "consensus" in summary:
+        agreed = summary["consensus"]
+        print(f"consensus of {agreed['runs']} runs: mean ARI between runs {agreed['mean_pairwise_ari']:.2f}")
+    if "comparison" in summary:
+        compared = summary["comparison"]
+        print(f"agreement with the {compared['representation']} subtypes: ARI {compared['ari']:.2f}")
     if "report" in summary:
         print(f"report: {summary['report']}")
     return ExitCode.OK
@@ -426,6 +437,15 @@ def _args_subtype(cmd: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="SUBTYPE_DIR",
         help="with --cohort: folder of the earlier subtype call (default RUN_DIR/subtype)",
+    )
+    cmd.add_argument(
+        "--consensus",
+        type=Path,
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="other runs (seeds) trained on the same derivatives and split (train.split_seed): the "
+        "subtypes are the consensus of all runs and their bootstrap refits (maps from RUN_DIR)",
     )
 
 

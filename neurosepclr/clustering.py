@@ -202,7 +202,47 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         return self.fit(X, reference=reference).labels_
 
 
-def assignment_frequencies(
+def centred_on(model: SalientSubtyper, X: np.ndarray, labels: np.ndarray) -> SalientSubtyper:
+    """A copy of the fitted ``model`` (same standardisation) whose subtypes are the groups ``labels``
+    (0..K−1) of ``X``: centres, weights and spreads from those groups. ``predict`` then assigns new
+    subjects to the nearest group, e.g. subtypes found by consensus
+    (:mod:`neurosepclr.analysis.consensus`)."""
+    import copy
+
+    check_is_fitted(model, "cluster_centers_")
+    k = model.n_subtypes
+    if set(np.unique(labels)) != set(range(k)):
+        raise ValueError(f"labels must hold every group 0..{k - 1}")
+    Z = model._standardised(np.asarray(X, dtype=np.float64))
+    centred = copy.deepcopy(model)
+    centred._centres_std = np.stack([Z[labels == g].mean(axis=0) for g in range(k)])
+    centred.cluster_centers_ = np.linalg.solve(model.whitening_.T, centred._centres_std.T).T + model.mean_
+    centred.inertia_ = float(((Z - centred._centres_std[labels]) ** 2).sum())
+    centred.temperature_ = max(centred.inertia_ / max(Z.size, 1), 1e-6)
+    centred.weights_ = np.bincount(labels, minlength=k) / len(Z)
+    if model.method == "kmeans":
+        centred.variances_ = np.full((k, Z.shape[1]), centred.temperature_)
+    else:
+        centred.variances_ = np.stack([Z[labels == g].var(axis=0) + 1e-4 for g in range(k)])
+    centred.labels_ = np.asarray(labels)
+    return centred
+
+
+def label_mapping(labels: np.ndarray, reference: np.ndarray, k: int) -> np.ndarray:
+    """The relabelling ``mapping[label]`` of groups 0..k−1 that agrees most with ``reference``
+    (Hungarian assignment on the overlap counts); ``reference`` −1 marks rows that do not count."""
+    from scipy.optimize import linear_sum_assignment
+
+    counted = reference >= 0
+    overlap = np.zeros((k, k))
+    np.add.at(overlap, (labels[counted], reference[counted]), 1)
+    source, target = linear_sum_assignment(-overlap)
+    mapping = np.arange(k)
+    mapping[source] = target
+    return mapping
+
+
+def bootstrap_labelings(
     model: SalientSubtyper,
     X: np.ndarray,
     X_all: np.ndarray,
@@ -211,28 +251,22 @@ def assignment_frequencies(
     seed: int = 0,
     n_init: int = 10,
 ) -> np.ndarray:
-    """(len(X_all), K): the share of refits that put each subject in each of ``model``'s subtypes.
+    """(refits, len(X_all)) labels of ``X_all`` by refits of ``model`` on bootstrap resamples.
 
     Each refit clusters a bootstrap resample of the fitted patients ``X`` (and of the controls
     ``reference`` it whitens against); its subtypes are matched to the model's by the assignment
-    (Hungarian) that agrees most on ``X``, then it labels ``X_all``. A patient the model places
-    between two subtypes lands on either side from one refit to the next: its frequency is the
-    calibrated uncertainty a soft k-means membership cannot give (HYDRA and Smile-GAN report the
-    same agreement over resamples). Refits that fail (a resample with fewer distinct patients
-    than K) are not counted.
+    (Hungarian) that agrees most on ``X``, then it labels ``X_all``. Refits that fail (a resample
+    with fewer distinct patients than K) are left out; none succeeding raises ``ValueError``.
     """
     import warnings
 
-    from scipy.optimize import linear_sum_assignment
     from sklearn.base import clone
 
     check_is_fitted(model, "cluster_centers_")
     X, X_all = np.asarray(X, dtype=np.float64), np.asarray(X_all, dtype=np.float64)
-    k = model.n_subtypes
     base = model.predict(X)
     rng = np.random.default_rng(seed)
-    counts = np.zeros((len(X_all), k))
-    fitted = 0
+    labelings = []
     for _ in range(n_boot):
         rows = rng.integers(0, len(X), len(X))
         ref = None if reference is None else reference[rng.integers(0, len(reference), len(reference))]
@@ -243,16 +277,64 @@ def assignment_frequencies(
                 refit.fit(X[rows], reference=ref)
         except ValueError:
             continue
-        overlap = np.zeros((k, k))
-        np.add.at(overlap, (refit.predict(X), base), 1)
-        source, target = linear_sum_assignment(-overlap)
-        mapping = np.empty(k, dtype=int)
-        mapping[source] = target
-        counts[np.arange(len(X_all)), mapping[refit.predict(X_all)]] += 1
-        fitted += 1
-    if fitted == 0:
+        mapping = label_mapping(refit.predict(X), base, model.n_subtypes)
+        labelings.append(mapping[refit.predict(X_all)])
+    if not labelings:
         raise ValueError("no bootstrap refit succeeded: too few distinct patients for K subtypes")
-    return counts / fitted
+    return np.stack(labelings)
+
+
+def label_frequencies(labelings: np.ndarray, k: int) -> np.ndarray:
+    """(N, k): the share of the rows of ``labelings`` (refits × N) that give each subject each label."""
+    counts = np.zeros((labelings.shape[1], k))
+    for labels in labelings:
+        counts[np.arange(labelings.shape[1]), labels] += 1
+    return counts / len(labelings)
+
+
+def assignment_frequencies(
+    model: SalientSubtyper,
+    X: np.ndarray,
+    X_all: np.ndarray,
+    reference: np.ndarray | None = None,
+    n_boot: int = 100,
+    seed: int = 0,
+    n_init: int = 10,
+) -> np.ndarray:
+    """(len(X_all), K): the share of bootstrap refits (:func:`bootstrap_labelings`) that put each
+    subject in each of ``model``'s subtypes. A patient the model places between two subtypes lands
+    on either side from one refit to the next: its frequency is the calibrated uncertainty a soft
+    k-means membership cannot give (HYDRA and Smile-GAN report the same agreement over resamples).
+    """
+    labelings = bootstrap_labelings(model, X, X_all, reference, n_boot, seed, n_init)
+    return label_frequencies(labelings, model.n_subtypes)
+
+
+def co_association(labelings: np.ndarray, other: np.ndarray | None = None) -> np.ndarray:
+    """(N, N): the share of labelings (rows of ``labelings``, refits × N) that put subjects i and j in
+    the same group (HYDRA's consensus matrix; labels need not be matched across rows). With
+    ``other`` (refits × M, the same refits) the (N, M) matrix between the two sets of subjects."""
+    other = labelings if other is None else other
+    total = np.zeros((labelings.shape[1], other.shape[1]))
+    for labels, labels_other in zip(labelings, other, strict=True):
+        total += labels[:, None] == labels_other[None, :]
+    return total / len(labelings)
+
+
+def consensus_clustering(co: np.ndarray, k: int) -> np.ndarray:
+    """K groups of the subjects of a co-association matrix: average-linkage agglomerative clustering
+    of the distance 1 − co (deterministic: no seed)."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    model = AgglomerativeClustering(n_clusters=k, metric="precomputed", linkage="average")
+    return model.fit_predict(1.0 - co)
+
+
+def consensus_assign(co_to_fitted: np.ndarray, fitted_labels: np.ndarray, k: int) -> np.ndarray:
+    """Subjects outside the consensus (rows of ``co_to_fitted``, columns = fitted subjects) go to the
+    consensus group they are most often grouped with (mean co-association with its members)."""
+    means = np.stack([co_to_fitted[:, fitted_labels == g].mean(axis=1) for g in range(k)], axis=1)
+    return means.argmax(axis=1)
 
 
 def subtyper_to_dict(model: SalientSubtyper) -> dict:

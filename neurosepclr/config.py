@@ -607,6 +607,29 @@ class SubtypeConfig:
         flag="--saliency-sample",
         commands=("subtype",),
     )
+    representation: Literal["sepclr", "cpca"] = _opt(
+        "sepclr",
+        "what the subtypes are clustered in: sepclr (the run's salient space; with several run "
+        "folders, their consensus) or cpca (contrastive PCA of the same inputs, the linear baseline, "
+        "alpha chosen without labels)",
+        flag="--representation",
+        commands=("subtype",),
+    )
+    compare: bool = _opt(
+        True,
+        "also subtype with the other representation (sepclr or cpca) and report both subtypings and "
+        "their agreement (adjusted Rand index)",
+        flag="--compare",
+        commands=("subtype",),
+    )
+    cpca_alphas: list[float] = _opt(
+        [1.0, 3.0, 10.0, 30.0, 100.0],
+        "contrast strengths alpha tried by contrastive PCA; the one whose subtypes score best (stability "
+        "and silhouette above noise, as for K) is kept",
+        min_len=1,
+        gt=0,
+    )
+    cpca_components: int = _opt(5, "contrastive PCA coordinates clustered", ge=1, le=100)
 
     def validate(self, prefix: str) -> None:
         if len(self.k_range) != 2 or self.k_range[0] > self.k_range[1]:
@@ -647,6 +670,11 @@ class PipelineConfig:
         "exclude images failing validation (excluded.tsv) instead of stopping",
         flag="--skip-bad",
         commands=("preprocess",),
+    )
+    consensus_seeds: list[int] = _opt(
+        [],
+        "further seeds trained beside the run (folders run-seed<S>, same split as the run); the subtypes "
+        "are the consensus of every run (subtype --consensus)",
     )
 
     def workers(self) -> int:

@@ -113,21 +113,24 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
         progress=progress,
     )
 
-    # 3. train: keep a finished run with the same settings and inputs, resume a shorter one
-    run_dir = work / "run"
+    # 3. train: keep a finished run with the same settings and inputs, resume a shorter one; with
+    # pipeline.consensus_seeds, one run per further seed on the same split
     train_config = config
     if truth is not None and not config.train.truth:
         train_config = replace(config, train=replace(config.train, truth=str(truth)))
     manifest = derivatives_manifest(derivatives, tuple(config.data.features))
-    wanted = {"config_sha256": config_digest(train_config), "inputs_sha256": inputs_digest(manifest)}
-    done_step = _finished_step(run_dir, wanted)
-    if done_step is not None and done_step >= config.train.steps:
-        log.info("train: up to date (%s, %d steps)", run_dir, done_step)
-    else:
-        resume = done_step is not None
-        log.info("train: %s %s", "resuming" if resume else "training", run_dir)
-        train(train_config, derivatives, run_dir, resume=resume, force=not resume, progress=progress)
-    train_digest = _digest(wanted, config.train.steps)
+    run_dir = work / "run"
+    runs = {run_dir: train_config}
+    if config.pipeline.consensus_seeds:
+        split_seed = config.train.split_seed if config.train.split_seed >= 0 else config.seed
+        train_config = replace(train_config, train=replace(train_config.train, split_seed=split_seed))
+        runs = {run_dir: train_config}
+        for seed in config.pipeline.consensus_seeds:
+            runs[work / f"run-seed{seed}"] = replace(train_config, seed=seed)
+    digests = []
+    for folder, run_config in runs.items():
+        digests.append(train_if_needed(run_config, derivatives, folder, manifest, progress))
+    train_digest = digests[0] if len(digests) == 1 else _digest(*digests)
 
     # 4. subtype
     subtype_dir = run_dir / "subtype"
@@ -135,7 +138,8 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     if state.get("subtype") == digest and (subtype_dir / "report.html").is_file():
         log.info("subtype: up to date (%s)", subtype_dir)
     else:
-        subtype(run_dir, subtype_dir, config, recipe=str(pipeline_path or "defaults"))
+        consensus = [folder for folder in runs if folder != run_dir]
+        subtype(run_dir, subtype_dir, config, recipe=str(pipeline_path or "defaults"), consensus=consensus)
         record("subtype", digest)
 
     # 5. evaluate
@@ -150,6 +154,20 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     if truth is not None:
         result["scorecard"] = evaluate(subtype_dir, truth, seed=config.seed)
     return result
+
+
+def train_if_needed(config: Config, derivatives: Path, run_dir: Path, manifest, progress: bool) -> str:
+    """Train ``run_dir`` unless it finished with the same settings and inputs (resume a shorter run);
+    returns the digest of what it was trained with."""
+    wanted = {"config_sha256": config_digest(config), "inputs_sha256": inputs_digest(manifest)}
+    done_step = _finished_step(run_dir, wanted)
+    if done_step is not None and done_step >= config.train.steps:
+        log.info("train: up to date (%s, %d steps)", run_dir, done_step)
+    else:
+        resume = done_step is not None
+        log.info("train: %s %s", "resuming" if resume else "training", run_dir)
+        train(config, derivatives, run_dir, resume=resume, force=not resume, progress=progress)
+    return _digest(wanted, config.train.steps)
 
 
 def _finished_step(run_dir: Path, wanted: dict[str, str]) -> int | None:

@@ -72,11 +72,17 @@ def subject_frame(table: pd.DataFrame, split: np.ndarray) -> pd.DataFrame:
 
 
 def write_embeddings(
-    path: Path, table: pd.DataFrame, split: np.ndarray, common: np.ndarray, salient: np.ndarray
+    path: Path,
+    table: pd.DataFrame,
+    split: np.ndarray,
+    common: np.ndarray,
+    salient: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """``embeddings.tsv``: the subject keys, then ``common_k`` and ``salient_k`` (6 significant digits)."""
-    coords = {f"common_{k}": common[:, k] for k in range(common.shape[1])}
-    coords |= {f"salient_{k}": salient[:, k] for k in range(salient.shape[1])}
+    """``embeddings.tsv``: the subject keys, then ``common_k``, ``salient_k`` and ``<space>_k`` of each
+    ``extra`` space (6 significant digits)."""
+    spaces = {"common": common, "salient": salient} | (extra or {})
+    coords = {f"{name}_{k}": values[:, k] for name, values in spaces.items() for k in range(values.shape[1])}
     frame = pd.concat([subject_frame(table, split), pd.DataFrame(coords)], axis=1)
     atomic_write_text(
         path, frame.to_csv(sep="\t", index=False, na_rep="n/a", float_format="%.6g", lineterminator="\n")

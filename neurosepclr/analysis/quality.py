@@ -179,6 +179,41 @@ def assignment_check(frequency: np.ndarray | None, confidence: float) -> list[Ch
     ]
 
 
+def representation_check(ari: float | None, reported: str, compared: str) -> list[Check]:
+    """Agreement (ARI over all patients) between the reported subtypes and the other representation's."""
+    if ari is None:
+        return []
+    value = f"ARI {ari:.2f} ({reported} reported, {compared} compared)"
+    if ari >= 0.65:
+        return [Check(GREEN, "two representations", value, "both representations find the same subtypes")]
+    return [
+        Check(
+            AMBER if ari >= 0.3 else RED,
+            "two representations",
+            value,
+            "the representations disagree on the subtypes: read both (subtypes.tsv has both "
+            "columns) and trust neither alone",
+        )
+    ]
+
+
+def consensus_check(mean_pairwise_ari: float | None, runs: int) -> list[Check]:
+    """Agreement between the runs (seeds) whose consensus gives the subtypes."""
+    if mean_pairwise_ari is None:
+        return [Check(INFO, "agreement across seeds", "1 run", "one trained run: its seed may matter")]
+    value = f"mean pairwise ARI {mean_pairwise_ari:.2f} over {runs} runs"
+    if mean_pairwise_ari >= 0.8:
+        return [Check(GREEN, "agreement across seeds", value, "the runs find the same subtypes")]
+    return [
+        Check(
+            AMBER if mean_pairwise_ari >= 0.5 else RED,
+            "agreement across seeds",
+            value,
+            "the runs disagree: the consensus averages them, and its subtypes depend on which runs enter it",
+        )
+    ]
+
+
 def warning_checks(warnings: list[str]) -> list[Check]:
     return [Check(AMBER, "warning", "", text) for text in dict.fromkeys(warnings)]
 

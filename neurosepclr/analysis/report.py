@@ -266,6 +266,8 @@ class ReportContent:
     clusters: dict = field(default_factory=dict)
     agreement: pd.DataFrame | None = None
     subject_maps: dict = field(default_factory=dict)
+    comparison: object = None  # subtype.Comparison: the other representation's subtypes
+    runs: pd.DataFrame | None = None  # runs.tsv of a consensus across seeds
 
 
 CLUSTER_COLUMNS = ["cluster", "sign", "volume_mm3", "peak_x_mm", "peak_y_mm", "peak_z_mm", "peak_hemisphere"]
@@ -489,6 +491,7 @@ def _write_report(content: ReportContent) -> Path:
         "<h2>Subtypes and demographics</h2>",
         _img(pngs["subtype_sizes"], "subtype sizes"),
         _table(demographics),
+        *representation_section(c),
         "<h2>Salient space</h2>",
         _img(pngs["salient_space"], "salient space"),
         "<h2>What each space knows (held-out linear probes)</h2>",
@@ -555,6 +558,54 @@ def _write_report(content: ReportContent) -> Path:
     path = out / "report.html"
     atomic_write_text(path, page)
     return path
+
+
+REPRESENTATION_NAMES = {"sepclr": "SepCLR", "cpca": "contrastive PCA"}
+
+
+def representation_section(content: ReportContent) -> list[str]:
+    """The seeds of a consensus and their agreement; the other representation's subtypes against the
+    reported ones (cross-table, ARI), and a warning when they disagree."""
+    settings, sections = content.settings, []
+    reported = REPRESENTATION_NAMES[settings.representation]
+    if content.runs is not None:
+        runs = content.runs
+        sections += [
+            "<h2 id='seeds'>Agreement across seeds</h2>",
+            f"<p>The subtypes are the consensus of {len(runs)} trained runs (seeds "
+            f"{', '.join(str(s) for s in runs['seed'])}): each run's subtypes and "
+            f"{settings.bootstrap} bootstrap refits of them enter one co-association matrix, clustered "
+            "once (average linkage); a patient's assignment frequency is the share of all those "
+            "subtypings that agree with the consensus. Mean ARI between runs: "
+            f"{runs['mean_ari_with_other_runs'].mean():.2f}.</p>",
+            _table(runs[["seed", "checkpoint", "ari_with_consensus", "mean_ari_with_other_runs"]]),
+        ]
+    comparison = content.comparison
+    if comparison is None:
+        return sections
+    other = REPRESENTATION_NAMES[comparison.name]
+    patients = content.subtypes[content.subtypes["group"] == "target"]
+    table = pd.crosstab(
+        patients["subtype"].rename(f"{reported} (reported)"),
+        patients[f"subtype_{comparison.name}"].rename(other),
+    )
+    verdict = (
+        "They agree."
+        if comparison.ari_all >= 0.65
+        else "<span class='warn'>They disagree</span>: the subtypes depend on the representation; "
+        "read both before acting on either."
+    )
+    alpha = f" (alpha {comparison.alpha:g}, chosen without labels)" if comparison.alpha is not None else ""
+    heldout = "" if np.isnan(comparison.ari_heldout) else f", held-out patients {comparison.ari_heldout:.2f}"
+    sections += [
+        "<h2 id='representations'>Two representations</h2>",
+        f"<p>The same patients subtyped in {other}{alpha}, with the same K and clustering, beside the "
+        f"reported {reported} subtypes (names matched by overlap; column subtype_{comparison.name} of "
+        f"subtypes.tsv). Adjusted Rand index {comparison.ari_all:.2f} over all patients{heldout}. "
+        f"{verdict}</p>",
+        table.to_html(border=0, classes="t"),
+    ]
+    return sections
 
 
 def grid_label(affine: np.ndarray) -> str:

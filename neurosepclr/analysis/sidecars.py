@@ -151,6 +151,38 @@ COLUMNS: dict[str, tuple[str, str | None, dict | None]] = {
     "saliency_top_regions": ("top regions of the saliency map (mean |saliency|)", None, None),
     "effect_size_top_regions": ("top regions of the effect-size map (mean |d|)", None, None),
     "correlation": ("voxel-wise correlation of |saliency| and |d| inside the brain mask", None, None),
+    r"cpca_\d+": ("coordinate of contrastive PCA of the inputs (patients against controls)", None, None),
+    "subtype_cpca": (
+        "the patient's subtype in contrastive PCA (same K and clustering), named after the reported "
+        "subtype it overlaps most",
+        None,
+        None,
+    ),
+    "subtype_sepclr": (
+        "the patient's subtype in the SepCLR salient space (same K and clustering), named after the "
+        "reported subtype it overlaps most",
+        None,
+        None,
+    ),
+    "alpha": ("contrast strength alpha of contrastive PCA (C_patients − alpha C_controls)", None, None),
+    "cpca_alpha": ("alpha of contrastive PCA, chosen without labels (cpca_alpha.tsv)", None, None),
+    "representation": (
+        "what the subtypes were clustered in",
+        None,
+        {"sepclr": "SepCLR salient space", "cpca": "contrastive PCA of the inputs"},
+    ),
+    "role": ("reported: the subtypes of subtypes.tsv; compared: the other representation's", None, None),
+    "ari_all_patients": ("adjusted Rand index with the reported subtypes, every patient", None, None),
+    "ari_heldout_patients": ("adjusted Rand index with the reported subtypes, held-out patients", None, None),
+    "run_dir": ("trained run folder", None, None),
+    "seed": ("the run's global seed", None, None),
+    "checkpoint": ("checkpoint file the run's representations come from", None, None),
+    "ari_with_consensus": ("adjusted Rand index of the run's own subtypes with the consensus", None, None),
+    "mean_ari_with_other_runs": (
+        "mean adjusted Rand index of the run's subtypes with each other run's (patients)",
+        None,
+        None,
+    ),
 }
 
 

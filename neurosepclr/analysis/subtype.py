@@ -32,24 +32,38 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.metrics import adjusted_rand_score
 
 from neurosepclr.analysis.clusters import cluster_table, keep_clusters, resample_map
+from neurosepclr.analysis.consensus import consensus_subtypes, run_subtyper
 from neurosepclr.analysis.effect_size import EffectSizeMaps, effect_size_maps
 from neurosepclr.analysis.evaluate import probe_table
 from neurosepclr.analysis.quality import (
     assignment_check,
+    consensus_check,
     probe_checks,
     quality_table,
+    representation_check,
     stability_check,
     warning_checks,
 )
 from neurosepclr.analysis.report import ReportContent, write_report
+from neurosepclr.analysis.representation import (
+    LONG_NAMES,
+    Embedded,
+    cpca_space,
+    encode,
+    load_encoder,
+    save_encoder,
+)
 from neurosepclr.analysis.saliency import attribute, group_maps, map_image, region_table, saliency_rows
 from neurosepclr.analysis.sidecars import write_nifti, write_tsv, write_tsv_sidecar
 from neurosepclr.atlases import LICENCES, load_atlas, load_label_atlas
 from neurosepclr.clustering import (
     SalientSubtyper,
     assignment_frequencies,
+    centred_on,
+    label_mapping,
     stability_table,
     subtyper_from_dict,
     subtyper_to_dict,
@@ -57,7 +71,7 @@ from neurosepclr.clustering import (
 from neurosepclr.compute import representations, resolve_device
 from neurosepclr.config import Config, SubtypeConfig
 from neurosepclr.data.template import SPACE, res_label
-from neurosepclr.errors import InputDataError, MissingInputError
+from neurosepclr.errors import InputDataError, MissingInputError, UsageError
 from neurosepclr.io import atomic_write_text, write_dataset_description
 from neurosepclr.runfolder import subject_frame, write_embeddings
 from neurosepclr.training.data import CohortTensors, mean_volume
@@ -108,33 +122,10 @@ def default_out_dir(
     return subtype_dir if cohort is None else subtype_dir / f"cohort-{Path(cohort).resolve().name}"
 
 
-@dataclass
-class Embedded:
-    """A run's cohort in its salient and common spaces, with the training split and reference rows."""
-
-    data: CohortTensors
-    split: np.ndarray
-    common: np.ndarray
-    salient: np.ndarray
-
-    @property
-    def is_target(self) -> np.ndarray:
-        return self.data.is_target.numpy()
-
-    @property
-    def fit_rows(self) -> np.ndarray:
-        """The training patients: the subtypes are fitted on them alone."""
-        return self.is_target & (self.split == "train")
-
-    @property
-    def reference_rows(self) -> np.ndarray:
-        """The training controls: the reference the salient coordinates are whitened against."""
-        return ~self.is_target & (self.split == "train")
-
-
-def embed(run: TrainedRun, device: torch.device) -> Embedded:
-    """Step 1: every subject of the run's cohort through the trained encoders (eval mode)."""
-    data = run.cohort()
+def embed(run: TrainedRun, device: torch.device, data: CohortTensors | None = None) -> Embedded:
+    """Step 1: every subject of the run's cohort (or of ``data``, read by a run with the same inputs
+    and split) through the trained encoders (eval mode)."""
+    data = data if data is not None else run.cohort()
     split_frame = data.table[["participant_id", "session_id"]].merge(
         run.split[["participant_id", "session_id", "split"]], on=["participant_id", "session_id"], how="left"
     )
@@ -143,6 +134,32 @@ def embed(run: TrainedRun, device: torch.device) -> Embedded:
         raise InputDataError(f"{missing}: in the derivatives but not in {run.run_dir / 'split.tsv'}")
     common, salient = representations(run.model.to(device), data.volumes, device)
     return Embedded(data, split_frame["split"].to_numpy(dtype=str), common, salient)
+
+
+def check_consensus_runs(run: TrainedRun, others: list[TrainedRun], settings: SubtypeConfig) -> None:
+    """Runs that enter one consensus must share the derivatives, the split and the input reference."""
+    if others and settings.representation != "sepclr":
+        raise UsageError("--consensus: several runs are combined in the SepCLR representation only")
+    keys = ["participant_id", "session_id", "split"]
+    split = run.split[keys].astype(str).sort_values(keys[:2]).reset_index(drop=True)
+    for other in others:
+        other_split = other.split[keys].astype(str).sort_values(keys[:2]).reset_index(drop=True)
+        if not split.equals(other_split):
+            raise InputDataError(
+                f"{other.run_dir}: its split.tsv differs from {run.run_dir}'s; train every seed with the "
+                "same train.split_seed"
+            )
+        same_inputs = (
+            other.config.data.features == run.config.data.features
+            and other.config.train.pool == run.config.train.pool
+            and other.config.train.input_norm == run.config.train.input_norm
+            and sorted(other.manifest["sha256"]) == sorted(run.manifest["sha256"])
+        )
+        if not same_inputs:
+            raise InputDataError(
+                f"{other.run_dir}: trained on other inputs than {run.run_dir} (features, pooling, "
+                "input normalisation or images differ)"
+            )
 
 
 def check_group_sizes(embedded: Embedded, settings: SubtypeConfig, where: Path) -> None:
@@ -198,27 +215,28 @@ def choose_k(embedded: Embedded, settings: SubtypeConfig, seed: int) -> tuple[in
 
 
 def fit_subtypes(
-    embedded: Embedded, k: int, settings: SubtypeConfig, seed: int
-) -> tuple[SalientSubtyper, pd.DataFrame, list[str]]:
-    """Step 3: the subtyper fitted on the training patients; every subject assigned (subtypes.tsv)."""
-    subtyper = SalientSubtyper(
-        k,
-        settings.method,
-        settings.standardise,
-        settings.cluster_directions(),
-        confidence=settings.confidence,
-        random_state=seed,
-    )
-    subtyper.fit(embedded.salient[embedded.fit_rows], reference=embedded.salient[embedded.reference_rows])
-    index_names, names = _label_names(subtyper.labels_, k)
+    embedded: Embedded, k: int, settings: SubtypeConfig, seed: int, index: np.ndarray | None = None
+) -> tuple[SalientSubtyper, pd.DataFrame, list[str], np.ndarray]:
+    """Step 3: the subtyper fitted on the training patients; every subject assigned (subtypes.tsv).
+    With ``index`` (groups found otherwise, e.g. by consensus) the subtyper is centred on them and
+    they are the subtypes reported. Returns the subtyper, the table, the names and every subject's
+    subtype index."""
+    subtyper = run_subtyper(embedded, k, settings, seed)
+    fit_rows = embedded.fit_rows
+    if index is not None:
+        subtyper = centred_on(subtyper, embedded.salient[fit_rows], index[fit_rows])
+    else:
+        index = subtyper.predict(embedded.salient)
+    index_names, names = _label_names(index[fit_rows], k)
     base = subject_frame(embedded.data.table, embedded.split)
-    subtypes = _assign(subtyper, embedded.salient, base, embedded.is_target, index_names, names)
+    subtypes = _assign(subtyper, embedded.salient, base, embedded.is_target, index_names, names, index)
     subtypes["in_training"] = embedded.split == "train"
-    return subtyper, subtypes, names
+    return subtyper, subtypes, names, index
 
 
 def saliency_maps(
     run: TrainedRun,
+    model: torch.nn.Module,
     embedded: Embedded,
     subtyper: SalientSubtyper,
     subtypes: pd.DataFrame,
@@ -249,7 +267,7 @@ def saliency_maps(
         limit or "all",
     )
     attributions = attribute(
-        run.model,
+        model,
         data.volumes[torch.from_numpy(rows)] if len(rows) < len(data) else data.volumes,
         background_point,
         baseline,
@@ -555,28 +573,40 @@ def training_warnings(run_dir: Path) -> list[str]:
     return found
 
 
+def bootstrap_frequencies(
+    subtyper: SalientSubtyper, embedded: Embedded, settings: SubtypeConfig, seed: int
+) -> np.ndarray | None:
+    """(subjects, K): the share of ``settings.bootstrap`` refits giving each subject each subtype."""
+    if settings.bootstrap == 0:
+        return None
+    salient = embedded.salient
+    reference = salient[embedded.reference_rows] if settings.standardise == "controls" else None
+    return assignment_frequencies(
+        subtyper, salient[embedded.fit_rows], salient, reference, n_boot=settings.bootstrap, seed=seed
+    )
+
+
 def add_bootstrap_columns(
     subtypes: pd.DataFrame,
     subtyper: SalientSubtyper,
     embedded: Embedded,
+    index: np.ndarray,
+    frequency: np.ndarray | None,
     settings: SubtypeConfig,
     index_names: np.ndarray,
-    seed: int,
 ) -> np.ndarray | None:
-    """Step 3b: each patient's assignment frequency over ``settings.bootstrap`` refits, the nearest
-    other subtype and its frequency; ``confident`` from the frequency. Returns the patients'
-    frequencies (None without refits)."""
-    salient, is_target = embedded.salient, embedded.is_target
-    index = subtyper.predict(salient)
-    nearest_other = np.argsort(subtyper.transform(salient), axis=1)[:, 1]
+    """Step 3b: each patient's assignment frequency (over bootstrap refits, or over every run's
+    refits for a consensus), the nearest other subtype and its frequency; ``confident`` from the
+    frequency. Returns the patients' frequencies (None without refits)."""
+    is_target = embedded.is_target
+    rows = np.arange(len(index))
+    index = np.where(is_target, index, 0)
+    distances = subtyper.transform(embedded.salient)
+    distances[rows, index] = np.inf
+    nearest_other = distances.argmin(axis=1)
     subtypes["nearest_other_subtype"] = np.where(is_target, index_names[nearest_other], "n/a")
-    if settings.bootstrap == 0:
+    if frequency is None:
         return None
-    reference = embedded.salient[embedded.reference_rows] if settings.standardise == "controls" else None
-    frequency = assignment_frequencies(
-        subtyper, salient[embedded.fit_rows], salient, reference, n_boot=settings.bootstrap, seed=seed
-    )
-    rows = np.arange(len(salient))
     subtypes["assignment_frequency"] = np.where(is_target, frequency[rows, index], np.nan)
     subtypes["nearest_other_frequency"] = np.where(is_target, frequency[rows, nearest_other], np.nan)
     subtypes["confident"] = is_target & (frequency[rows, index] >= settings.confidence)
@@ -601,50 +631,133 @@ def subtype(
     derivatives: str | Path | None = None,
     report: bool = True,
     recipe: str = "",
+    consensus: list[str | Path] | tuple = (),
 ) -> dict:
     """Subtype the patients of a trained run with the ``subtype`` settings of ``config``; returns a
     summary (K, sizes, output paths). ``derivatives``: where the run's derivatives are now, if moved;
-    ``recipe``: the config file the settings came from, for the report."""
+    ``recipe``: the config file the settings came from, for the report; ``consensus``: other runs
+    (seeds) of the same inputs and split, whose consensus with ``run_dir`` gives the subtypes."""
     collector = _WarningCollector()
     logging.getLogger("neurosepclr").addHandler(collector)
     try:
-        return _subtype(run_dir, out_dir, config or Config(), derivatives, report, recipe, collector)
+        return _subtype(
+            run_dir, out_dir, config or Config(), derivatives, report, recipe, collector, list(consensus)
+        )
     finally:
         logging.getLogger("neurosepclr").removeHandler(collector)
 
 
-def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe: str, collector) -> dict:
+@dataclass
+class Comparison:
+    """The other representation's subtypes beside the reported ones (matched names)."""
+
+    name: str
+    labels: np.ndarray  # every subject: a reported subtype name, or "control"
+    ari_all: float  # with the reported subtypes, every patient
+    ari_heldout: float  # held-out patients only (NaN when there are none)
+    alpha: float | None = None
+
+
+def compare_representations(
+    other: Embedded, name: str, k: int, index: np.ndarray, index_names: np.ndarray, settings, seed: int
+) -> Comparison:
+    """Subtypes of the other representation (same K, same clustering), named after the reported
+    subtypes they overlap most (Hungarian), and their ARI with the reported ones."""
+    other_index = run_subtyper(other, k, settings, seed).predict(other.salient)
+    patients, held_out = other.is_target, other.is_target & (other.split != "train")
+    matched = label_mapping(other_index, np.where(patients, index, -1), k)[other_index]
+    labels = np.where(patients, index_names[matched], CONTROL_LABEL)
+    ari_all = adjusted_rand_score(index[patients], matched[patients])
+    ari_heldout = adjusted_rand_score(index[held_out], matched[held_out]) if held_out.sum() > 1 else np.nan
+    return Comparison(name, labels, float(ari_all), float(ari_heldout))
+
+
+def _subtype(
+    run_dir, out_dir, config: Config, derivatives, report: bool, recipe: str, collector, consensus_dirs
+) -> dict:
     settings = config.subtype
     atlases = resolve_atlases(settings.atlases)
     run = load_run(run_dir, settings.checkpoint, derivatives)
+    others = [load_run(d, settings.checkpoint, derivatives) for d in consensus_dirs]
+    check_consensus_runs(run, others, settings)
     out = Path(out_dir) if out_dir is not None else default_out_dir(run.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_dataset_description(out, "neurosepclr subtypes", "neurosepclr subtype", run.run_dir)
     device = resolve_device(config.train.device)
+    seed = config.seed
     source = {
         "Run": str(run.run_dir.resolve()),
         "Checkpoint": run.checkpoint.name,
         "CheckpointStep": run.step,
         "SaliencyMethod": settings.saliency,
+        "Representation": settings.representation,
     }
+    if others:
+        source["ConsensusRuns"] = [str(o.run_dir.resolve()) for o in others]
 
     embedded = embed(run, device)
+    seed_spaces = [embedded] + [embed(other, device, embedded.data) for other in others]
+    check_group_sizes(embedded, settings, run.run_dir)
+    spaces, cpca_encoder, alphas = {"sepclr": embedded}, None, None
+    if settings.representation == "cpca":
+        spaces["cpca"], cpca_encoder, alphas = cpca_space(embedded, settings, settings.k_values(), seed)
+    primary = spaces[settings.representation]
+    k, stability = choose_k(primary, settings, seed)
+    if settings.compare and "cpca" not in spaces:
+        spaces["cpca"], cpca_encoder, alphas = cpca_space(embedded, settings, [k], seed)
     write_embeddings(
-        out / "embeddings.tsv", embedded.data.table, embedded.split, embedded.common, embedded.salient
+        out / "embeddings.tsv",
+        embedded.data.table,
+        embedded.split,
+        embedded.common,
+        embedded.salient,
+        {"cpca": spaces["cpca"].salient} if "cpca" in spaces else None,
     )
     write_tsv_sidecar(
         out / "embeddings.tsv",
-        "every subject in the common and salient spaces (eval mode)",
+        "every subject in the common and salient spaces (eval mode), and in contrastive PCA when computed",
         pd.read_csv(out / "embeddings.tsv", sep="\t", nrows=0).columns.tolist(),
     )
-    check_group_sizes(embedded, settings, run.run_dir)
-    k, stability = choose_k(embedded, settings, config.seed)
     write_tsv(
         out / "stability.tsv", stability, "K selection: split-half stability and silhouette, above noise"
     )
-    subtyper, subtypes, names = fit_subtypes(embedded, k, settings, config.seed)
+    if alphas is not None:
+        write_tsv(
+            out / "cpca_alpha.tsv",
+            alphas,
+            "contrastive PCA: alpha chosen by the subtypes' score",
+            {"chosen": "the alpha used"},
+        )
+
+    agreed = consensus_subtypes(seed_spaces, k, settings, seed) if others else None
+    subtyper, subtypes, names, index = fit_subtypes(
+        primary, k, settings, seed, None if agreed is None else agreed.index
+    )
     index_names = np.array(names, dtype=object)  # names[i] is cluster index i's name
-    frequency = add_bootstrap_columns(subtypes, subtyper, embedded, settings, index_names, config.seed)
+    frequency = (
+        agreed.frequency if agreed is not None else bootstrap_frequencies(subtyper, primary, settings, seed)
+    )
+    frequency = add_bootstrap_columns(subtypes, subtyper, primary, index, frequency, settings, index_names)
+    comparison = None
+    if settings.compare:
+        other_name = "cpca" if settings.representation == "sepclr" else "sepclr"
+        comparison = compare_representations(
+            spaces[other_name], other_name, k, index, index_names, settings, seed
+        )
+        subtypes.insert(subtypes.columns.get_loc("subtype") + 1, f"subtype_{other_name}", comparison.labels)
+        if other_name == "cpca":
+            comparison.alpha = float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
+        write_tsv(
+            out / "representations.tsv",
+            representation_table(settings.representation, comparison, alphas),
+            "the reported subtypes against the other representation's",
+        )
+    if agreed is not None:
+        write_tsv(
+            out / "runs.tsv",
+            runs_table([run, *others], agreed),
+            "the runs (seeds) of the consensus: agreement with it and with each other",
+        )
     subtypes, extra = keep_group_value(subtypes, embedded.data.table, run.config.data.group_column)
     write_tsv(out / "subtypes.tsv", subtypes, "every subject's subtype, with its uncertainty", extra)
     write_tsv(
@@ -656,22 +769,28 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
         "subtyper": subtyper_to_dict(subtyper),
         "names": names,
         "k": k,
+        "representation": settings.representation,
         "run": str(run.run_dir.resolve()),
         "checkpoint": run.checkpoint.name,
         "checkpoint_step": run.step,
+        "consensus_runs": [str(o.run_dir.resolve()) for o in others],
     }
+    if settings.representation == "cpca":
+        save_encoder(out / "cpca_encoder.npz", cpca_encoder)
+        model_json["encoder"] = "cpca_encoder.npz"
     atomic_write_text(out / "subtype_model.json", json.dumps(model_json, indent=2) + "\n")
     log.info(
         "K = %d subtypes (%s)", k, ", ".join(f"{n}: {int((subtypes['subtype'] == n).sum())}" for n in names)
     )
 
+    model = cpca_encoder if settings.representation == "cpca" else run.model
     attributions, maps, per_feature, attributed = saliency_maps(
-        run, embedded, subtyper, subtypes, settings, device, config.seed
+        run, model, primary, subtyper, subtypes, settings, device, seed
     )
     # the effect-size maps compare at least 100 subjects per group (all in smaller cohorts)
     labels = subtypes["subtype"].to_numpy(dtype=object)
     sample = settings.saliency_sample and max(settings.saliency_sample, 100)
-    rows = saliency_rows(labels, ~embedded.is_target, sample, config.seed)
+    rows = saliency_rows(labels, ~embedded.is_target, sample, seed)
     clear_subtype_outputs(out)
     region_tables = write_saliency_maps(out, maps, embedded.data.affine, atlases, source)
     saliency_record = {"method": settings.saliency, "subjects_attributed": attributed}
@@ -679,7 +798,7 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
     for feature, feature_maps in per_feature.items():
         write_saliency_maps(out, feature_maps, embedded.data.affine, atlases, source, feature)
     features = tuple(run.config.data.features)
-    grid = analysis_grid_maps(out, embedded, maps, subtypes, rows, settings, features, source)
+    grid = analysis_grid_maps(out, primary, maps, subtypes, rows, settings, features, source)
     clusters = cluster_tables(out, grid, atlases, settings)
     agreement = map_agreement(grid, atlases[0])
     write_tsv(out / "agreement.tsv", agreement, f"saliency map against effect-size map ({atlases[0].name})")
@@ -690,18 +809,29 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
         )
     names = sorted(names, key=lambda n: int(n[1:]))
     summary = {"k": k, "names": names, "out": str(out), "sizes": subtypes["subtype"].value_counts().to_dict()}
+    if comparison is not None:
+        summary["comparison"] = {"representation": comparison.name, "ari": comparison.ari_all}
+    if agreed is not None:
+        summary["consensus"] = {"runs": 1 + len(others), "mean_pairwise_ari": agreed.mean_pairwise_ari}
     if report:
         table = embedded.data.table
         embeddings = pd.read_csv(out / "embeddings.tsv", sep="\t", dtype={"participant_id": str})
         columns = [c for c in ("participant_id", "group", "age", "sex", "site") if c in table]
-        probes = probe_table(embeddings, table[columns], config.seed)
+        probes = probe_table(embeddings, table[columns], seed)
         write_tsv(
             out / "probes.tsv", probes, "held-out linear probes of each space, with chance and 95 % intervals"
         )
+        reported = LONG_NAMES[settings.representation] + (" (consensus)" if agreed is not None else "")
         checks = (
             probe_checks(probes)
             + stability_check(stability, k, forced=bool(settings.k))
             + assignment_check(frequency, settings.confidence)
+            + consensus_check(None if agreed is None else agreed.mean_pairwise_ari, 1 + len(others))
+            + representation_check(
+                None if comparison is None else comparison.ari_all,
+                reported,
+                "" if comparison is None else LONG_NAMES[comparison.name],
+            )
             + warning_checks(training_warnings(run.run_dir) + collector.messages)
         )
         write_tsv(out / "quality.tsv", quality_table(checks), "the report's quality box")
@@ -715,7 +845,7 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
             maps=maps,
             tables=region_tables,
             atlases=atlases,
-            salient=embedded.salient,
+            salient=primary.salient,
             probes=probes,
             settings=settings,
             checks=checks,
@@ -725,15 +855,52 @@ def _subtype(run_dir, out_dir, config: Config, derivatives, report: bool, recipe
             clusters=clusters,
             agreement=agreement,
             subject_maps=subject_maps,
+            comparison=comparison,
+            runs=None if agreed is None else runs_table([run, *others], agreed),
         )
         summary["report"] = str(write_report(content))
     return summary
 
 
-def _assign(subtyper, salient, base, is_target, index_names, names) -> pd.DataFrame:
-    """subtypes.tsv rows: subtype, probability of it, distance to its centre, confident, p_<S>."""
+def representation_table(reported: str, comparison: Comparison, alphas: pd.DataFrame | None) -> pd.DataFrame:
+    """representations.tsv: the reported and the compared representation, their ARI, cPCA's alpha."""
+    alpha = np.nan if alphas is None else float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
+    rows = [
+        {
+            "representation": reported,
+            "role": "reported",
+            "ari_all_patients": 1.0,
+            "ari_heldout_patients": 1.0,
+        },
+        {
+            "representation": comparison.name,
+            "role": "compared",
+            "ari_all_patients": comparison.ari_all,
+            "ari_heldout_patients": comparison.ari_heldout,
+        },
+    ]
+    frame = pd.DataFrame(rows)
+    frame["cpca_alpha"] = np.where(frame["representation"] == "cpca", alpha, np.nan)
+    return frame
+
+
+def runs_table(runs: list[TrainedRun], agreed) -> pd.DataFrame:
+    """runs.tsv: each run of the consensus, its seed and checkpoint, its agreement."""
+    frame = pd.DataFrame(
+        {
+            "run_dir": [str(r.run_dir.resolve()) for r in runs],
+            "seed": [r.config.seed for r in runs],
+            "checkpoint": [r.checkpoint.name for r in runs],
+        }
+    )
+    return pd.concat([frame, agreed.runs.drop(columns="run")], axis=1)
+
+
+def _assign(subtyper, salient, base, is_target, index_names, names, index=None) -> pd.DataFrame:
+    """subtypes.tsv rows: subtype (``index``, else the subtyper's), its probability, the distance to its
+    centre, confident, p_<S>."""
     probabilities = subtyper.predict_proba(salient)
-    index = subtyper.predict(salient)
+    index = subtyper.predict(salient) if index is None else np.where(is_target, index, 0)
     distances = subtyper.transform(salient)[np.arange(len(index)), index]
     frame = base.copy()
     frame["subtype"] = np.where(is_target, index_names[index], CONTROL_LABEL)
@@ -795,17 +962,21 @@ def predict_cohort(
     data = run.cohort(cohort_dir)
     device = resolve_device(config.train.device)
     common, salient = representations(run.model.to(device), data.volumes, device)
+    extra = None
+    if fitted.get("representation", "sepclr") == "cpca":  # the fitted subtypes live in contrastive PCA
+        extra = {"cpca": encode(load_encoder(subtype_dir / fitted["encoder"]), data.volumes)}
     in_training = training_membership(run, data.table, data.manifest["sha256"])
     split = np.where(in_training, "train", "new")
     base = subject_frame(data.table, split)
-    write_embeddings(out / "embeddings.tsv", data.table, split, common, salient)
+    write_embeddings(out / "embeddings.tsv", data.table, split, common, salient, extra)
     write_tsv_sidecar(
         out / "embeddings.tsv",
         "every subject in the common and salient spaces (eval mode)",
         pd.read_csv(out / "embeddings.tsv", sep="\t", nrows=0).columns.tolist(),
     )
     names = np.array(fitted["names"], dtype=object)
-    subtypes = _assign(subtyper, salient, base, data.is_target.numpy(), names, list(names))
+    clustered = salient if extra is None else extra["cpca"]
+    subtypes = _assign(subtyper, clustered, base, data.is_target.numpy(), names, list(names))
     subtypes["in_training"] = in_training
     subtypes, extra = keep_group_value(subtypes, data.table, run.config.data.group_column)
     write_tsv(out / "subtypes.tsv", subtypes, "subtypes of a new cohort, assigned by an earlier fit", extra)

@@ -382,3 +382,59 @@ def test_a_memmap_run_is_analysed_from_a_memory_map_with_the_same_values(smoke_r
     mapped = run.cohort().volumes
     assert mapped_files == [smoke_run / ".volumes-analysis.npy"] and not mapped_files[0].exists()
     np.testing.assert_array_equal(mapped.numpy(), in_ram.numpy())
+
+
+def test_consensus_of_two_seeds_and_the_cpca_representation(smoke_run, tiny_derivatives, tmp_path, capsys):
+    from tests.conftest import SMOKE_RECIPE
+
+    second = tmp_path / "seed1"  # another seed on the smoke run's split (split seed 0)
+    argv = ["--quiet", "train", str(tiny_derivatives), str(second), "--config", str(SMOKE_RECIPE)]
+    assert main([*argv, "--set", "seed=1", "--set", "train.split_seed=0"]) == 0
+    quick = ["--k", "2", "--bootstrap", "10", "--no-patient-pages"]
+    out = tmp_path / "consensus"
+    assert main(["subtype", str(smoke_run), "--consensus", str(second), *quick, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "consensus of 2 runs" in printed and "agreement with the cpca subtypes: ARI" in printed
+    runs = pd.read_csv(out / "runs.tsv", sep="\t")
+    assert runs["seed"].tolist() == [0, 1] and runs["ari_with_consensus"].between(-1, 1).all()
+    subtypes = pd.read_csv(out / "subtypes.tsv", **READ)
+    patients = subtypes["group"] == "target"
+    assert subtypes.loc[patients, "subtype_cpca"].isin(["S1", "S2"]).all()
+    assert (subtypes.loc[~patients, "subtype_cpca"] == "control").all()
+    np.testing.assert_allclose(subtypes.loc[patients, ["freq_S1", "freq_S2"]].sum(axis=1), 1.0, atol=1e-6)
+    quality = pd.read_csv(out / "quality.tsv", sep="\t").set_index("check")
+    assert "mean pairwise ARI" in quality.loc["agreement across seeds", "value"]
+    assert "two representations" in quality.index
+    report = (out / "report.html").read_text()
+    assert "Agreement across seeds" in report and "Two representations" in report
+    for name in ("runs", "representations", "cpca_alpha", "embeddings"):
+        assert json.loads((out / f"{name}.json").read_text())
+    assert "cpca_0" in pd.read_csv(out / "embeddings.tsv", sep="\t", nrows=0).columns
+
+    other_split = tmp_path / "other-split"  # the same run, its split changed: not the same held-out set
+    shutil.copytree(second, other_split)
+    split = pd.read_csv(other_split / "split.tsv", **READ)
+    split.loc[split.index[:2], "split"] = split.loc[split.index[:2], "split"].to_numpy()[::-1]
+    assert split["split"].iloc[0] != split["split"].iloc[1]
+    split.to_csv(other_split / "split.tsv", sep="\t", index=False, na_rep="n/a")
+    code = main(
+        ["subtype", str(smoke_run), "--consensus", str(other_split), *quick, "--out", str(tmp_path / "x")]
+    )
+    assert code == 65 and "split.tsv differs" in capsys.readouterr().err
+
+    linear = tmp_path / "cpca"
+    assert (
+        main(["--quiet", "subtype", str(smoke_run), "--representation", "cpca", *quick, "--out", str(linear)])
+        == 0
+    )
+    fitted = json.loads((linear / "subtype_model.json").read_text())
+    assert fitted["representation"] == "cpca" and (linear / fitted["encoder"]).is_file()
+    assert pd.read_csv(linear / "cpca_alpha.tsv", sep="\t")["chosen"].sum() == 1
+    reported = pd.read_csv(linear / "subtypes.tsv", **READ).set_index("participant_id")
+    assert reported.loc[reported["group"] == "target", "subtype_sepclr"].isin(["S1", "S2"]).all()
+    assert training_map(linear, "S1", "saliency").is_file()
+    assigned_dir = tmp_path / "assigned"
+    argv = ["--quiet", "subtype", str(smoke_run), "--cohort", str(tiny_derivatives), "--fitted", str(linear)]
+    assert main([*argv, "--out", str(assigned_dir)]) == 0
+    assigned = pd.read_csv(assigned_dir / "subtypes.tsv", **READ).set_index("participant_id")
+    assert (assigned["subtype"] == reported.loc[assigned.index, "subtype"]).all()  # the same encoder
