@@ -1,0 +1,128 @@
+"""Seeds, consensus and the linear baseline, scored as ``neurosepclr subtype`` computes them (issue 21).
+
+    python benchmarks/seed_agreement.py RUN_SEED0 RUN_SEED1 ... --truth TRUTH --k K --out OUT.tsv
+
+Every run must be trained on the same derivatives with one ``train.split_seed``. One row per:
+
+* ``sepclr``: each run alone, subtyped as ``subtype`` does (training patients, whitened by the
+  training controls, directions; K given), with its held-out salient and common diagnosis probes;
+* ``consensus``: the consensus of the first 3 runs and of all runs (``subtype --consensus``), and
+  the mean ARI between their runs;
+* ``cpca``: contrastive PCA of the same inputs at every alpha of ``subtype.cpca_alphas`` and at the
+  alpha ``subtype`` chooses without labels (``label-free``);
+
+each with the held-out ARI (patients outside the training split, assigned by the fit on training
+patients), the ARI over all patients, and the seconds the step took (consensus and cPCA include
+their bootstrap refits and alpha selection; the runs' shared forward pass is timed once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from neurosepclr.analysis.consensus import consensus_subtypes, run_subtyper
+from neurosepclr.analysis.evaluate import probe_table
+from neurosepclr.analysis.representation import cpca_space, encode, fit_cpca_encoder, flat_inputs
+from neurosepclr.analysis.subtype import check_consensus_runs, embed
+from neurosepclr.config import SubtypeConfig
+from neurosepclr.data.truth import load_truth
+from neurosepclr.runfolder import subject_frame
+from neurosepclr.training.inference import load_run
+
+
+def scores(index: np.ndarray, truth: np.ndarray, patients: np.ndarray, held_out: np.ndarray) -> dict:
+    return {
+        "heldout_ari": adjusted_rand_score(truth[held_out], index[held_out]),
+        "all_ari": adjusted_rand_score(truth[patients], index[patients]),
+    }
+
+
+def diagnosis_probes(space, truth_table: pd.DataFrame) -> dict:
+    """Held-out balanced accuracy of the diagnosis from the salient and the common space."""
+    frame = subject_frame(space.data.table, space.split)
+    coordinates = {f"salient_{i}": space.salient[:, i] for i in range(space.salient.shape[1])}
+    coordinates |= {f"common_{i}": space.common[:, i] for i in range(space.common.shape[1])}
+    embeddings = pd.concat([frame, pd.DataFrame(coordinates)], axis=1)
+    probes = probe_table(embeddings, truth_table[["participant_id", "group"]])
+    rows = probes[(probes["task"] == "diagnosis") & (probes["metric"] == "balanced_accuracy")]
+    return {f"{row.space}_dx": row.value for row in rows.itertuples()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders, one per seed, same split")
+    parser.add_argument("--truth", type=Path, required=True, help="derivatives/truth of the simulated cohort")
+    parser.add_argument("--k", type=int, required=True, help="the true number of subtypes")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--bootstrap", type=int, default=100, help="refits per run of the consensus")
+    parser.add_argument("--cohort", default="", help="name written in the cohort column")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    settings = SubtypeConfig(k=args.k, bootstrap=args.bootstrap)
+    torch.set_grad_enabled(False)
+
+    started = time.perf_counter()
+    runs = [load_run(run, args.checkpoint) for run in args.runs]
+    check_consensus_runs(runs[0], runs[1:], settings)
+    first = embed(runs[0], torch.device("cpu"))
+    spaces = [first] + [embed(run, torch.device("cpu"), first.data) for run in runs[1:]]
+    forward_s = time.perf_counter() - started
+    truth_table = load_truth(args.truth).table
+    merged = first.data.table[["participant_id"]].merge(truth_table, on="participant_id", how="left")
+    truth = merged["subtype"].fillna("control").astype(str).to_numpy()
+    patients = first.is_target
+    held_out = patients & (first.split != "train")
+    rows = []
+
+    def record(representation: str, detail: str, index: np.ndarray, seconds: float, **extra) -> None:
+        row = {"cohort": args.cohort, "representation": representation, "detail": detail}
+        row |= scores(index, truth, patients, held_out) | extra | {"seconds": seconds}
+        rows.append(row)
+        print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+
+    for run, space in zip(runs, spaces, strict=True):
+        tic = time.perf_counter()
+        index = run_subtyper(space, args.k, settings, seed=0).predict(space.salient)
+        seconds = time.perf_counter() - tic
+        record("sepclr", f"seed {run.config.seed}", index, seconds, **diagnosis_probes(space, truth_table))
+    for size in sorted({min(3, len(spaces)), len(spaces)}):
+        if size < 2:
+            continue
+        tic = time.perf_counter()
+        agreed = consensus_subtypes(spaces[:size], args.k, settings, seed=0)
+        seeds = ",".join(str(run.config.seed) for run in runs[:size])
+        record(
+            "consensus",
+            f"seeds {seeds}",
+            agreed.index,
+            time.perf_counter() - tic,
+            mean_pairwise_ari=agreed.mean_pairwise_ari,
+        )
+    tic = time.perf_counter()
+    linear, _, alphas = cpca_space(first, settings, [args.k], seed=0)
+    chosen = float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
+    index = run_subtyper(linear, args.k, settings, seed=0).predict(linear.salient)
+    record("cpca", f"label-free alpha {chosen:g}", index, time.perf_counter() - tic)
+    x_patients = flat_inputs(first.data.volumes, first.fit_rows)
+    x_controls = flat_inputs(first.data.volumes, first.reference_rows)
+    for alpha in settings.cpca_alphas:
+        tic = time.perf_counter()
+        encoder = fit_cpca_encoder(x_patients, x_controls, alpha, settings.cpca_components)
+        linear.salient = encode(encoder, first.data.volumes)
+        index = run_subtyper(linear, args.k, settings, seed=0).predict(linear.salient)
+        record("cpca", f"alpha {alpha:g}", index, time.perf_counter() - tic)
+    table = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(args.out, sep="\t", index=False, float_format="%.4f", na_rep="n/a")
+    print(f"forward pass of {len(runs)} runs: {forward_s:.1f} s; written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
