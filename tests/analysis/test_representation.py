@@ -128,7 +128,7 @@ def test_consensus_of_runs_beats_a_bad_seed_and_reports_agreement():
     split = np.where(rng.random(len(truth)) < 0.75, "train", "validation")
     directions = np.eye(6)[:3] * 4.0
     spaces = []
-    for run, blur in enumerate((0.5, 0.5, 3.0)):
+    for blur in (0.5, 0.5, 3.0):
         rotation = np.linalg.qr(rng.normal(size=(6, 6)))[0]
         signal = np.where(is_target[:, None], directions[np.maximum(truth, 0)], 0.0)
         salient = (signal + rng.normal(scale=blur, size=(len(truth), 6))) @ rotation
