@@ -440,6 +440,13 @@ class TrainConfig:
     warmup_steps: int = _opt(20, "linear warm-up steps", ge=0)
     schedule: Literal["cosine", "constant"] = _opt("cosine", "learning-rate schedule after warm-up")
     grad_clip: float = _opt(5.0, "max gradient norm (0: no clipping)", ge=0)
+    ema_decay: float = _opt(
+        0.0,
+        "keep an exponential moving average of the weights (and BatchNorm statistics) with this decay "
+        "per step, e.g. 0.99; validation, checkpoints and subtype use the average (0: off)",
+        ge=0,
+        lt=1,
+    )
     precision: Literal["fp32", "bf16", "fp16", "auto"] = _opt(
         "fp32",
         "autocast precision: bf16 on CPU or GPU, fp16 on GPU (with a gradient scaler), auto (bf16 on "
@@ -867,6 +874,8 @@ def _check_bounds(value: float, key: str, meta: dict[str, Any]) -> None:
         raise ConfigError(f"{key}: must be >= {meta['ge']}, got {value!r}")
     if "le" in meta and not value <= meta["le"]:
         raise ConfigError(f"{key}: must be <= {meta['le']}, got {value!r}")
+    if "lt" in meta and not value < meta["lt"]:
+        raise ConfigError(f"{key}: must be < {meta['lt']}, got {value!r}")
 
 
 def _did_you_mean(key: str, prefix: str, fields: dict[str, Any]) -> str:

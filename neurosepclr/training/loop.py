@@ -240,13 +240,21 @@ class Optimisation:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
+    ema: torch.optim.swa_utils.AveragedModel | None = None  # train.ema_decay > 0
     start: int = 0
     best_score: float = float("-inf")
     best_step: int = -1
 
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validated, checkpointed as ``model`` and analysed: the EMA when kept."""
+        return self.net if self.ema is None else self.ema.module
+
     def state(self, step: int) -> dict:
+        extra = {} if self.ema is None else {"training_model": self.net.state_dict()}
         return {
-            "model": self.net.state_dict(),
+            **extra,
+            "model": self.evaluated.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -270,7 +278,11 @@ def build_optimisation(
     optimizer = torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: learning_rate_factor(s, cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    return Optimisation(net, optimizer, scheduler, scaler)
+    ema = None
+    if cfg.ema_decay > 0:  # weights and BatchNorm statistics averaged over the steps
+        averaging = torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay)
+        ema = torch.optim.swa_utils.AveragedModel(net, multi_avg_fn=averaging, use_buffers=True)
+    return Optimisation(net, optimizer, scheduler, scaler, ema)
 
 
 def resume_from(opt: Optimisation, path: Path, digests: dict[str, str], force: bool) -> None:
@@ -283,7 +295,14 @@ def resume_from(opt: Optimisation, path: Path, digests: dict[str, str], force: b
                 f"(checkpoint {str(state.get(key))[:12]}, now {digests[key][:12]}); "
                 "use --force to resume anyway"
             )
-    opt.net.load_state_dict(state["model"])
+    if opt.ema is not None:
+        if "training_model" not in state:
+            raise ConfigError(f"--resume refused: {path} was written without train.ema_decay")
+        opt.net.load_state_dict(state["training_model"])
+        opt.ema.module.load_state_dict(state["model"])
+        opt.ema.n_averaged.fill_(int(state["step"]))
+    else:
+        opt.net.load_state_dict(state["model"])
     opt.optimizer.load_state_dict(state["optimizer"])
     opt.scheduler.load_state_dict(state["scheduler"])
     opt.scaler.load_state_dict(state["scaler"])
@@ -338,6 +357,8 @@ def optimiser_step(opt: Optimisation, model, total: torch.Tensor, grad_clip: flo
     opt.scaler.step(opt.optimizer)
     opt.scaler.update()
     opt.scheduler.step()
+    if opt.ema is not None:
+        opt.ema.update_parameters(opt.net)
     return float(grad_norm)
 
 
@@ -469,7 +490,7 @@ def train(
             }
             # 4. validation and checkpoints
             if (done % cfg.eval_every == 0 or done == cfg.steps) and main_rank:
-                scores = validation_scores(config, net, data, split, truth, device, autocast)
+                scores = validation_scores(config, opt.evaluated, data, split, truth, device, autocast)
                 record |= {k: round(v, 4) for k, v in scores.items()}
                 score = selection_score(scores, cfg.select)
                 if score > opt.best_score:
@@ -487,7 +508,7 @@ def train(
     agree = ranks_agree(model, ctx)
     if main_rank:
         common, salient = representations(
-            net, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
+            opt.evaluated, data.volumes, device, channels_last=cfg.channels_last, autocast=autocast
         )
         write_embeddings(run_dir / "embeddings.tsv", data.table, split, common, salient)
         if ctx.enabled:

@@ -111,6 +111,41 @@ def test_interrupted_then_resumed_run_ends_with_the_same_weights(
     assert steps == list(range(1, 7))
 
 
+def test_ema_weights_are_checkpointed_analysed_and_resumed_exactly(tmp_path, tiny_derivatives, monkeypatch):
+    cfg = smoke("train.ema_decay=0.5")
+    train(cfg, tiny_derivatives, tmp_path / "reference", progress=False)
+    reference = load_checkpoint(tmp_path / "reference" / "checkpoints" / "last.pt")
+    assert any(
+        not torch.equal(reference["model"][key], reference["training_model"][key])
+        for key in reference["model"]
+        if reference["model"][key].is_floating_point()
+    )  # the average is not the last step's weights
+    original, calls = loop.draw_view_params, {"n": 0}
+
+    def crash_at_step_five(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "draw_view_params", crash_at_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tiny_derivatives, tmp_path / "run", progress=False)
+    monkeypatch.setattr(loop, "draw_view_params", original)
+    train(cfg, tiny_derivatives, tmp_path / "run", resume=True, progress=False)
+    resumed = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    for part in ("model", "training_model"):
+        for key in reference[part]:
+            torch.testing.assert_close(resumed[part][key], reference[part][key], rtol=0, atol=0, msg=key)
+    from neurosepclr.compute import representations
+    from neurosepclr.training.inference import load_run
+
+    run = load_run(tmp_path / "reference", "last")  # what subtype analyses: the averaged weights
+    _, salient = representations(run.model, run.cohort().volumes, torch.device("cpu"))
+    embeddings = pd.read_csv(tmp_path / "reference" / "embeddings.tsv", sep="\t")
+    np.testing.assert_allclose(embeddings.filter(like="salient_").to_numpy(), salient, rtol=1e-3, atol=1e-3)
+
+
 def test_resume_refuses_a_changed_config_and_an_existing_run(smoke_run, tiny_derivatives, capsys):
     with pytest.raises(
         ConfigError,
