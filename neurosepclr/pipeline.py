@@ -121,12 +121,10 @@ def run_pipeline(config: Config, pipeline_path: str | Path | None = None, progre
     manifest = derivatives_manifest(derivatives, tuple(config.data.features))
     run_dir = work / "run"
     runs = {run_dir: train_config}
-    if config.pipeline.consensus_seeds:
-        split_seed = config.train.split_seed if config.train.split_seed >= 0 else config.seed
-        train_config = replace(train_config, train=replace(train_config.train, split_seed=split_seed))
-        runs = {run_dir: train_config}
-        for seed in config.pipeline.consensus_seeds:
-            runs[work / f"run-seed{seed}"] = replace(train_config, seed=seed)
+    split_seed = config.train.split_seed if config.train.split_seed >= 0 else config.seed
+    for seed in config.pipeline.consensus_seeds:  # the run's own split, whatever their seed
+        seeded = replace(train_config, seed=seed, train=replace(train_config.train, split_seed=split_seed))
+        runs[work / f"run-seed{seed}"] = seeded
     digests = []
     for folder, run_config in runs.items():
         digests.append(train_if_needed(run_config, derivatives, folder, manifest, progress))

@@ -91,6 +91,14 @@ def test_run_end_to_end_then_skips_what_is_up_to_date(tmp_path, capsys):
     assert steps == list(range(1, 9))
     subtypes = pd.read_csv(work / "run" / "subtype" / "subtypes.tsv", sep="\t")
     assert set(subtypes["subtype"]) >= {"control", "S1"}
+    seeds = [*argv, "--set", "train.steps=8", "--set", "pipeline.consensus_seeds=[1]"]
+    assert main(seeds) == 0  # a second seed on the run's split; the run itself is kept
+    err = capsys.readouterr().err
+    assert "train: up to date" in err and f"train: training {work / 'run-seed1'}" in err
+    runs = pd.read_csv(work / "run" / "subtype" / "runs.tsv", sep="\t")
+    assert runs["seed"].tolist() == [0, 1]
+    split = pd.read_csv(work / "run" / "split.tsv", sep="\t")
+    assert split.equals(pd.read_csv(work / "run-seed1" / "split.tsv", sep="\t"))
 
 
 def test_run_on_a_missing_bids_folder_exits_66(tmp_path, capsys):
