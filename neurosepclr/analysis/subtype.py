@@ -659,7 +659,14 @@ class Comparison:
 
 
 def compare_representations(
-    other: Embedded, name: str, k: int, index: np.ndarray, index_names: np.ndarray, settings, seed: int
+    other: Embedded,
+    name: str,
+    k: int,
+    index: np.ndarray,
+    index_names: np.ndarray,
+    settings,
+    seed: int,
+    alpha: float | None = None,
 ) -> Comparison:
     """Subtypes of the other representation (same K, same clustering), named after the reported
     subtypes they overlap most (Hungarian), and their ARI with the reported ones."""
@@ -669,7 +676,7 @@ def compare_representations(
     labels = np.where(patients, index_names[matched], CONTROL_LABEL)
     ari_all = adjusted_rand_score(index[patients], matched[patients])
     ari_heldout = adjusted_rand_score(index[held_out], matched[held_out]) if held_out.sum() > 1 else np.nan
-    return Comparison(name, labels, float(ari_all), float(ari_heldout))
+    return Comparison(name, labels, float(ari_all), float(ari_heldout), alpha)
 
 
 def _subtype(
@@ -721,6 +728,7 @@ def _subtype(
     write_tsv(
         out / "stability.tsv", stability, "K selection: split-half stability and silhouette, above noise"
     )
+    cpca_alpha = None if alphas is None else float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
     if alphas is not None:
         write_tsv(
             out / "cpca_alpha.tsv",
@@ -742,14 +750,19 @@ def _subtype(
     if settings.compare:
         other_name = "cpca" if settings.representation == "sepclr" else "sepclr"
         comparison = compare_representations(
-            spaces[other_name], other_name, k, index, index_names, settings, seed
+            spaces[other_name],
+            other_name,
+            k,
+            index,
+            index_names,
+            settings,
+            seed,
+            cpca_alpha if other_name == "cpca" else None,
         )
         subtypes.insert(subtypes.columns.get_loc("subtype") + 1, f"subtype_{other_name}", comparison.labels)
-        if other_name == "cpca":
-            comparison.alpha = float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
         write_tsv(
             out / "representations.tsv",
-            representation_table(settings.representation, comparison, alphas),
+            representation_table(settings.representation, comparison, cpca_alpha),
             "the reported subtypes against the other representation's",
         )
     if agreed is not None:
@@ -862,9 +875,9 @@ def _subtype(
     return summary
 
 
-def representation_table(reported: str, comparison: Comparison, alphas: pd.DataFrame | None) -> pd.DataFrame:
+def representation_table(reported: str, comparison: Comparison, cpca_alpha: float | None) -> pd.DataFrame:
     """representations.tsv: the reported and the compared representation, their ARI, cPCA's alpha."""
-    alpha = np.nan if alphas is None else float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
+    alpha = np.nan if cpca_alpha is None else cpca_alpha
     rows = [
         {
             "representation": reported,
