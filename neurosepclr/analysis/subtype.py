@@ -35,7 +35,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from neurosepclr.analysis.clusters import cluster_table, keep_clusters, resample_map
-from neurosepclr.analysis.consensus import consensus_subtypes, run_subtyper
+from neurosepclr.analysis.consensus import Consensus, consensus_subtypes, run_subtyper
 from neurosepclr.analysis.effect_size import EffectSizeMaps, effect_size_maps
 from neurosepclr.analysis.evaluate import probe_table
 from neurosepclr.analysis.quality import (
@@ -51,6 +51,7 @@ from neurosepclr.analysis.report import ReportContent, write_report
 from neurosepclr.analysis.representation import (
     LONG_NAMES,
     Embedded,
+    LinearEncoder,
     cpca_space,
     encode,
     load_encoder,
@@ -679,6 +680,69 @@ def compare_representations(
     return Comparison(name, labels, float(ari_all), float(ari_heldout), alpha)
 
 
+@dataclass
+class Found:
+    """Steps 2–3: K, the subtypes and what judges them (refits, the other representation, seeds)."""
+
+    primary: Embedded  # the representation the subtypes were clustered in
+    k: int
+    stability: pd.DataFrame
+    subtyper: SalientSubtyper
+    subtypes: pd.DataFrame  # subtypes.tsv before the group value is added
+    names: list[str]  # names[i]: cluster index i's name
+    frequency: np.ndarray | None  # patients' assignment frequencies
+    comparison: Comparison | None = None
+    agreed: Consensus | None = None
+    cpca: Embedded | None = None
+    cpca_encoder: LinearEncoder | None = None
+    alphas: pd.DataFrame | None = None
+
+    @property
+    def cpca_alpha(self) -> float | None:
+        return None if self.alphas is None else float(self.alphas.loc[self.alphas["chosen"], "alpha"].iloc[0])
+
+
+def find_subtypes(seed_spaces: list[Embedded], settings: SubtypeConfig, seed: int) -> Found:
+    """Steps 2–3: the representation (SepCLR's salient space or contrastive PCA of the inputs), K, the
+    subtypes (one run's, or the consensus of ``seed_spaces``), each patient's frequency over refits,
+    and with ``settings.compare`` the other representation's subtypes beside them."""
+    embedded = seed_spaces[0]
+    cpca = cpca_encoder = alphas = None
+    if settings.representation == "cpca":
+        cpca, cpca_encoder, alphas = cpca_space(embedded, settings, settings.k_values(), seed)
+    primary = cpca if settings.representation == "cpca" else embedded
+    k, stability = choose_k(primary, settings, seed)
+    if settings.compare and cpca is None:
+        cpca, cpca_encoder, alphas = cpca_space(embedded, settings, [k], seed)
+    agreed = consensus_subtypes(seed_spaces, k, settings, seed) if len(seed_spaces) > 1 else None
+    subtyper, subtypes, names, index = fit_subtypes(
+        primary, k, settings, seed, None if agreed is None else agreed.index
+    )
+    index_names = np.array(names, dtype=object)
+    if agreed is not None:
+        frequency = agreed.frequency
+    else:
+        frequency = bootstrap_frequencies(subtyper, primary, settings, seed)
+    frequency = add_bootstrap_columns(subtypes, subtyper, primary, index, frequency, settings, index_names)
+    found = Found(
+        primary, k, stability, subtyper, subtypes, names, frequency, None, agreed, cpca, cpca_encoder, alphas
+    )
+    if settings.compare:
+        other = "cpca" if settings.representation == "sepclr" else "sepclr"
+        found.comparison = compare_representations(
+            cpca if other == "cpca" else embedded,
+            other,
+            k,
+            index,
+            index_names,
+            settings,
+            seed,
+            found.cpca_alpha if other == "cpca" else None,
+        )
+        subtypes.insert(subtypes.columns.get_loc("subtype") + 1, f"subtype_{other}", found.comparison.labels)
+    return found
+
+
 def _subtype(
     run_dir, out_dir, config: Config, derivatives, report: bool, recipe: str, collector, consensus_dirs
 ) -> dict:
@@ -705,20 +769,17 @@ def _subtype(
     embedded = embed(run, device)
     seed_spaces = [embedded] + [embed(other, device, embedded.data) for other in others]
     check_group_sizes(embedded, settings, run.run_dir)
-    spaces, cpca_encoder, alphas = {"sepclr": embedded}, None, None
-    if settings.representation == "cpca":
-        spaces["cpca"], cpca_encoder, alphas = cpca_space(embedded, settings, settings.k_values(), seed)
-    primary = spaces[settings.representation]
-    k, stability = choose_k(primary, settings, seed)
-    if settings.compare and "cpca" not in spaces:
-        spaces["cpca"], cpca_encoder, alphas = cpca_space(embedded, settings, [k], seed)
+    found = find_subtypes(seed_spaces, settings, seed)
+    primary, subtyper, subtypes = found.primary, found.subtyper, found.subtypes
+    k, names, stability, frequency = found.k, found.names, found.stability, found.frequency
+    comparison, agreed = found.comparison, found.agreed
     write_embeddings(
         out / "embeddings.tsv",
         embedded.data.table,
         embedded.split,
         embedded.common,
         embedded.salient,
-        {"cpca": spaces["cpca"].salient} if "cpca" in spaces else None,
+        None if found.cpca is None else {"cpca": found.cpca.salient},
     )
     write_tsv_sidecar(
         out / "embeddings.tsv",
@@ -728,41 +789,17 @@ def _subtype(
     write_tsv(
         out / "stability.tsv", stability, "K selection: split-half stability and silhouette, above noise"
     )
-    cpca_alpha = None if alphas is None else float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
-    if alphas is not None:
+    if found.alphas is not None:
         write_tsv(
             out / "cpca_alpha.tsv",
-            alphas,
+            found.alphas,
             "contrastive PCA: alpha chosen by the subtypes' score",
             {"chosen": "the alpha used"},
         )
-
-    agreed = consensus_subtypes(seed_spaces, k, settings, seed) if others else None
-    subtyper, subtypes, names, index = fit_subtypes(
-        primary, k, settings, seed, None if agreed is None else agreed.index
-    )
-    index_names = np.array(names, dtype=object)  # names[i] is cluster index i's name
-    frequency = (
-        agreed.frequency if agreed is not None else bootstrap_frequencies(subtyper, primary, settings, seed)
-    )
-    frequency = add_bootstrap_columns(subtypes, subtyper, primary, index, frequency, settings, index_names)
-    comparison = None
-    if settings.compare:
-        other_name = "cpca" if settings.representation == "sepclr" else "sepclr"
-        comparison = compare_representations(
-            spaces[other_name],
-            other_name,
-            k,
-            index,
-            index_names,
-            settings,
-            seed,
-            cpca_alpha if other_name == "cpca" else None,
-        )
-        subtypes.insert(subtypes.columns.get_loc("subtype") + 1, f"subtype_{other_name}", comparison.labels)
+    if comparison is not None:
         write_tsv(
             out / "representations.tsv",
-            representation_table(settings.representation, comparison, cpca_alpha),
+            representation_table(settings.representation, comparison, found.cpca_alpha),
             "the reported subtypes against the other representation's",
         )
     if agreed is not None:
@@ -789,14 +826,14 @@ def _subtype(
         "consensus_runs": [str(o.run_dir.resolve()) for o in others],
     }
     if settings.representation == "cpca":
-        save_encoder(out / "cpca_encoder.npz", cpca_encoder)
+        save_encoder(out / "cpca_encoder.npz", found.cpca_encoder)
         model_json["encoder"] = "cpca_encoder.npz"
     atomic_write_text(out / "subtype_model.json", json.dumps(model_json, indent=2) + "\n")
     log.info(
         "K = %d subtypes (%s)", k, ", ".join(f"{n}: {int((subtypes['subtype'] == n).sum())}" for n in names)
     )
 
-    model = cpca_encoder if settings.representation == "cpca" else run.model
+    model = found.cpca_encoder if settings.representation == "cpca" else run.model
     attributions, maps, per_feature, attributed = saliency_maps(
         run, model, primary, subtyper, subtypes, settings, device, seed
     )
