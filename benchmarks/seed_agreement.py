@@ -6,8 +6,8 @@ Every run must be trained on the same derivatives with one ``train.split_seed``.
 
 * ``sepclr``: each run alone, subtyped as ``subtype`` does (training patients, whitened by the
   training controls, directions; K given), with its held-out salient and common diagnosis probes;
-* ``consensus``: the consensus of the first 3 runs and of all runs (``subtype --consensus``), and
-  the mean ARI between their runs;
+* ``consensus``: the consensus (``subtype --consensus``) of every 3 consecutive runs (with more
+  than 3: 0-1-2, 1-2-3, …, wrapping round) and of all runs, with the mean ARI between their runs;
 * ``cpca``: contrastive PCA of the same inputs at every alpha of ``subtype.cpca_alphas`` and at the
   alpha ``subtype`` chooses without labels (``label-free``);
 
@@ -92,12 +92,15 @@ def main() -> None:
         index = run_subtyper(space, args.k, settings, seed=0).predict(space.salient)
         seconds = time.perf_counter() - tic
         record("sepclr", f"seed {run.config.seed}", index, seconds, **diagnosis_probes(space, truth_table))
-    for size in sorted({min(3, len(spaces)), len(spaces)}):
-        if size < 2:
-            continue
+    # every rotation of 3 consecutive runs (the spread of a 3-run consensus), then all runs
+    groups = (
+        [[(start + i) % len(runs) for i in range(3)] for start in range(len(runs))] if len(runs) > 3 else []
+    )
+    groups += [list(range(len(runs)))] if len(runs) > 1 else []
+    for group in groups:
         tic = time.perf_counter()
-        agreed = consensus_subtypes(spaces[:size], args.k, settings, seed=0)
-        seeds = ",".join(str(run.config.seed) for run in runs[:size])
+        agreed = consensus_subtypes([spaces[i] for i in group], args.k, settings, seed=0)
+        seeds = ",".join(str(runs[i].config.seed) for i in group)
         record(
             "consensus",
             f"seeds {seeds}",
