@@ -47,6 +47,8 @@ def config_digest(config: Config) -> str:
         del augment["intensity_features"]
     if data["data"]["features"] == ["t1"]:
         del data["data"]["features"]
+    if data["train"]["ema_decay"] == 0:  # added later; off is what every earlier run did
+        del data["train"]["ema_decay"]
     for dotted, (default, _) in REMOVED_OPTIONS.items():
         *sections, key = dotted.split(".")
         node = data
