@@ -52,28 +52,27 @@ def run_subtyper(space: Embedded, k: int, settings, seed: int) -> SalientSubtype
     return model.fit(space.salient[space.fit_rows], reference=space.salient[space.reference_rows])
 
 
+def refit_labellings(model: SalientSubtyper, space: Embedded, settings, seed: int) -> np.ndarray:
+    """(``settings.bootstrap`` refits, subjects): labels of every subject by refits of ``model`` on
+    bootstrap resamples of the training patients (and of the training controls it whitens against),
+    matched to ``model``'s subtypes."""
+    reference = space.salient[space.reference_rows] if settings.standardise == "controls" else None
+    return bootstrap_labelings(
+        model, space.salient[space.fit_rows], space.salient, reference, n_boot=settings.bootstrap, seed=seed
+    )
+
+
 def consensus_subtypes(spaces: list[Embedded], k: int, settings, seed: int = 0) -> Consensus:
     """Consensus of ``len(spaces)`` runs' subtypes (each run: its full fit and ``settings.bootstrap``
     refits); every space must hold the same subjects in the same order with the same split."""
     patients, fitted = spaces[0].is_target, spaces[0].fit_rows
-    labellings, full_fits = [], []
+    labellings, full_rows = [], []  # full_rows: where each run's own fit sits among the labellings
     for number, space in enumerate(spaces):
         model = run_subtyper(space, k, settings, seed)
-        full = model.predict(space.salient)
-        full_fits.append(full)
-        labellings.append(full[None])
+        full_rows.append(sum(len(block) for block in labellings))
+        labellings.append(model.predict(space.salient)[None])
         if settings.bootstrap:
-            reference = space.salient[space.reference_rows] if settings.standardise == "controls" else None
-            labellings.append(
-                bootstrap_labelings(
-                    model,
-                    space.salient[space.fit_rows],
-                    space.salient,
-                    reference,
-                    n_boot=settings.bootstrap,
-                    seed=seed + 1000 * number,
-                )
-            )
+            labellings.append(refit_labellings(model, space, settings, seed + 1000 * number))
     stack = np.concatenate(labellings)
     fitted_labels = consensus_clustering(co_association(stack[:, fitted]), k)
     index = np.full(len(patients), -1)
@@ -84,11 +83,14 @@ def consensus_subtypes(spaces: list[Embedded], k: int, settings, seed: int = 0) 
         index[others] = consensus_assign(co, fitted_labels, k)
     reference = np.where(fitted, index, -1)
     matched = np.stack([label_mapping(labels, reference, k)[labels] for labels in stack])
-    frequency = label_frequencies(matched, k)
-    run_labels = np.stack([label_mapping(labels, reference, k)[labels] for labels in full_fits])
+    run_labels = matched[full_rows]
     pairs = pairwise_ari(run_labels, patients)
     return Consensus(
-        index, frequency, run_labels, run_agreement(run_labels, index, patients, pairs), _mean(pairs.values())
+        index,
+        label_frequencies(matched, k),
+        run_labels,
+        run_agreement(run_labels, index, patients, pairs),
+        _mean(pairs.values()),
     )
 
 

@@ -35,7 +35,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from neurosepclr.analysis.clusters import cluster_table, keep_clusters, resample_map
-from neurosepclr.analysis.consensus import Consensus, consensus_subtypes, run_subtyper
+from neurosepclr.analysis.consensus import Consensus, consensus_subtypes, refit_labellings, run_subtyper
 from neurosepclr.analysis.effect_size import EffectSizeMaps, effect_size_maps
 from neurosepclr.analysis.evaluate import probe_table
 from neurosepclr.analysis.quality import (
@@ -62,8 +62,8 @@ from neurosepclr.analysis.sidecars import write_nifti, write_tsv, write_tsv_side
 from neurosepclr.atlases import LICENCES, load_atlas, load_label_atlas
 from neurosepclr.clustering import (
     SalientSubtyper,
-    assignment_frequencies,
     centred_on,
+    label_frequencies,
     label_mapping,
     stability_table,
     subtyper_from_dict,
@@ -580,11 +580,7 @@ def bootstrap_frequencies(
     """(subjects, K): the share of ``settings.bootstrap`` refits giving each subject each subtype."""
     if settings.bootstrap == 0:
         return None
-    salient = embedded.salient
-    reference = salient[embedded.reference_rows] if settings.standardise == "controls" else None
-    return assignment_frequencies(
-        subtyper, salient[embedded.fit_rows], salient, reference, n_boot=settings.bootstrap, seed=seed
-    )
+    return label_frequencies(refit_labellings(subtyper, embedded, settings, seed), subtyper.n_subtypes)
 
 
 def add_bootstrap_columns(
