@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 RED, AMBER, GREEN, INFO = "red", "amber", "green", "info"
+REPRESENTATIONS_AGREE = 0.65  # ARI from which the SepCLR and contrastive-PCA subtypes count as the same
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ def representation_check(ari: float | None, reported: str, compared: str) -> lis
     if ari is None:
         return []
     value = f"ARI {ari:.2f} ({reported} reported, {compared} compared)"
-    if ari >= 0.65:
+    if ari >= REPRESENTATIONS_AGREE:
         return [Check(GREEN, "two representations", value, "both representations find the same subtypes")]
     return [
         Check(

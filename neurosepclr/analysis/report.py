@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from neurosepclr import __version__
+from neurosepclr.analysis.quality import REPRESENTATIONS_AGREE
 from neurosepclr.io import atomic_write_bytes, atomic_write_text
 
 CAVEATS = (
@@ -591,7 +592,7 @@ def representation_section(content: ReportContent) -> list[str]:
     )
     verdict = (
         "They agree."
-        if comparison.ari_all >= 0.65
+        if comparison.ari_all >= REPRESENTATIONS_AGREE
         else "<span class='warn'>They disagree</span>: the subtypes depend on the representation; "
         "read both before acting on either."
     )

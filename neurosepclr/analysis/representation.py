@@ -25,7 +25,6 @@ from neurosepclr.analysis.baselines import ContrastivePCA
 from neurosepclr.clustering import stability_table
 from neurosepclr.training.data import CohortTensors
 
-REPRESENTATIONS = ("sepclr", "cpca")
 LONG_NAMES = {"sepclr": "SepCLR salient space", "cpca": "contrastive PCA"}
 
 
