@@ -60,6 +60,12 @@ class LossConfig:
     beta_s: float = _opt(1.0, "weight β_S of the salient InfoMax term L_S", ge=0)
     beta_reg: float = _opt(10.0, "weight β_REG of the information-less background term", ge=0)
     lambda_jem: float = _opt(10.0, "weight λ of the k-JEM independence term", ge=0)
+    lambda_match: float = _opt(
+        0.0,
+        "weight γ of the common-space matching term: MMD between controls' and patients' common "
+        "representations, to keep the diagnosis out of the common space (0: off, the paper)",
+        ge=0,
+    )
     common: CommonObjective = _opt(
         "infomax",
         "common-space objective: infomax (SepCLR L_C), nt_xent (SimCLR's NT-Xent; with beta_s = "

@@ -49,6 +49,8 @@ def config_digest(config: Config) -> str:
         del data["data"]["features"]
     if data["train"]["ema_decay"] == 0:  # added later; off is what every earlier run did
         del data["train"]["ema_decay"]
+    if data["loss"]["lambda_match"] == 0:  # added later; off is what every earlier run did
+        del data["loss"]["lambda_match"]
     for dotted, (default, _) in REMOVED_OPTIONS.items():
         *sections, key = dotted.split(".")
         node = data

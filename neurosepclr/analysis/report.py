@@ -14,6 +14,7 @@ import pandas as pd
 
 from neurosepclr import __version__
 from neurosepclr.analysis.quality import REPRESENTATIONS_AGREE
+from neurosepclr.analysis.representation import SHORT_NAMES
 from neurosepclr.io import atomic_write_bytes, atomic_write_text
 
 CAVEATS = (
@@ -561,14 +562,11 @@ def _write_report(content: ReportContent) -> Path:
     return path
 
 
-REPRESENTATION_NAMES = {"sepclr": "SepCLR", "cpca": "contrastive PCA"}
-
-
 def representation_section(content: ReportContent) -> list[str]:
     """The seeds of a consensus and their agreement; the other representation's subtypes against the
     reported ones (cross-table, ARI), and a warning when they disagree."""
     settings, sections = content.settings, []
-    reported = REPRESENTATION_NAMES[settings.representation]
+    reported = SHORT_NAMES[settings.representation]
     if content.runs is not None:
         runs = content.runs
         sections += [
@@ -584,7 +582,7 @@ def representation_section(content: ReportContent) -> list[str]:
     comparison = content.comparison
     if comparison is None:
         return sections
-    other = REPRESENTATION_NAMES[comparison.name]
+    other = SHORT_NAMES[comparison.name]
     patients = content.subtypes[content.subtypes["group"] == "target"]
     table = pd.crosstab(
         patients["subtype"].rename(f"{reported} (reported)"),

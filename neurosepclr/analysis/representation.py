@@ -25,7 +25,8 @@ from neurosepclr.analysis.baselines import ContrastivePCA
 from neurosepclr.clustering import stability_table
 from neurosepclr.training.data import CohortTensors
 
-LONG_NAMES = {"sepclr": "SepCLR salient space", "cpca": "contrastive PCA"}
+SHORT_NAMES = {"sepclr": "SepCLR", "cpca": "contrastive PCA"}  # the report's wording
+LONG_NAMES = {"sepclr": "SepCLR salient space", "cpca": "contrastive PCA"}  # the TSVs' wording
 
 
 @dataclass

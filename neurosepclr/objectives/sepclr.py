@@ -8,7 +8,12 @@
   s'-uniformity;
 * ``L_REG = ½ [mean_{y=0} ‖s1‖² + mean_{y=0} ‖s2‖²]`` — information-less background;
 * ``L_JEM = ½ [k_jem(c1, s1') + k_jem(c2, s2')]`` — kernel joint entropy, drives I(c; s) → 0;
-* ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix).
+* ``L_ATTR`` — optional attribute-supervised salient alignment (SepCLR appendix);
+* ``L_MATCH = ½ [MMD²(f_c(v1)[y=0], f_c(v1)[y=1]) + MMD²(f_c(v2)[y=0], f_c(v2)[y=1])]`` — optional
+  (weight γ, ``loss.lambda_match``; not in the paper): the common representations *before the
+  head* (what probes and users read) of controls and patients drawn from one distribution, the
+  moment-matching penalty of Weinberger, Lin & Lee (AISTATS 2022), so the diagnosis stays out of
+  the common space.
 
 Degenerate batches: no target ⇒ align(s[y=1]) = 0 and s' = 0, so L_S = 0 and k-JEM sees only c;
 no background ⇒ L_REG = 0 and s' = s; B = 2 ⇒ every term is defined (one pair). Values and
@@ -36,6 +41,7 @@ from neurosepclr.objectives.terms import (
     align,
     background_energy,
     k_jem,
+    mmd,
     nt_xent,
     null_background,
     uniform,
@@ -53,6 +59,7 @@ class SepCLRTerms(NamedTuple):
     attribute: Tensor
     salient_align: Tensor
     salient_uniform: Tensor
+    common_match: Tensor
 
     def as_floats(self) -> dict[str, float]:
         """Detached Python floats, for metrics logs."""
@@ -171,11 +178,13 @@ class SepCLRLoss(nn.Module):
         common: common-space objective; ``None`` is SepCLR's InfoMax L_C at temperature ``tau``.
         beta_attr: weight of the attribute-supervised salient alignment (0: off).
         attribute_sigma2: σ² of its attribute kernel.
+        lambda_match: weight γ of the common-space matching term L_MATCH (0: off).
 
     Call with ``(c1, c2, s1, s2, is_target)``: raw common-head outputs of the two views (B, Dc)
     (L2-normalised here), salient-head outputs (B, Ds) and a (B,) bool target mask; optionally
     ``metadata`` (B, M) for a meta-data-aware common objective and ``attributes`` (B, K) for
-    ``beta_attr > 0``.
+    ``beta_attr > 0`` and ``common_features`` (the two views' common representations before the
+    head, (B, d_c) each) for ``lambda_match > 0``.
     """
 
     def __init__(
@@ -187,6 +196,7 @@ class SepCLRLoss(nn.Module):
         common: CommonObjective | None = None,
         beta_attr: float = 0.0,
         attribute_sigma2: float = 0.025,
+        lambda_match: float = 0.0,
     ) -> None:
         super().__init__()
         if tau <= 0:
@@ -198,6 +208,7 @@ class SepCLRLoss(nn.Module):
         self.common = common if common is not None else InfoMaxCommon(tau)
         self.beta_attr = beta_attr
         self.attribute_sigma2 = attribute_sigma2
+        self.lambda_match = lambda_match
 
     def forward(
         self,
@@ -208,6 +219,7 @@ class SepCLRLoss(nn.Module):
         is_target: Tensor,
         metadata: Tensor | None = None,
         attributes: Tensor | None = None,
+        common_features: tuple[Tensor, Tensor] | None = None,
     ) -> SepCLRTerms:
         is_target = _check_inputs(c1, c2, s1, s2, is_target)
         tau = self.tau
@@ -228,6 +240,12 @@ class SepCLRLoss(nn.Module):
             attribute = attribute_alignment(s1, s2, attributes, is_target, self.attribute_sigma2)
         else:
             attribute = jem.new_zeros(())
+        if self.lambda_match > 0:
+            if common_features is None:
+                raise ValueError("SepCLRLoss: lambda_match > 0 needs the common features of both views")
+            match = 0.5 * sum(mmd(f[~is_target], f[is_target]) for f in common_features)
+        else:
+            match = jem.new_zeros(())
 
         total = (
             common
@@ -235,13 +253,17 @@ class SepCLRLoss(nn.Module):
             + self.beta_reg * background
             + self.lambda_jem * jem
             + self.beta_attr * attribute
+            + self.lambda_match * match
         )
-        return SepCLRTerms(total, common, salient, background, jem, attribute, salient_align, salient_uniform)
+        return SepCLRTerms(
+            total, common, salient, background, jem, attribute, salient_align, salient_uniform, match
+        )
 
     def extra_repr(self) -> str:
         return (
             f"beta_s={self.beta_s}, beta_reg={self.beta_reg}, lambda_jem={self.lambda_jem}, "
-            f"tau={self.tau}, common={self.common!r}, beta_attr={self.beta_attr}"
+            f"tau={self.tau}, common={self.common!r}, beta_attr={self.beta_attr}, "
+            f"lambda_match={self.lambda_match}"
         )
 
 
@@ -269,4 +291,5 @@ def loss_from_config(cfg) -> SepCLRLoss:
         common=common,
         beta_attr=cfg.beta_attr if cfg.attributes else 0.0,
         attribute_sigma2=cfg.attribute_sigma2,
+        lambda_match=cfg.lambda_match,
     )

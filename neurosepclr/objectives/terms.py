@@ -116,3 +116,24 @@ def k_jem(c: Tensor, s: Tensor, tau: float = 0.5) -> Tensor:
     n = c.shape[0]
     log_kernel = -(pairwise_sq_dists(c) + pairwise_sq_dists(s)) / (2.0 * tau)
     return (torch.logsumexp(log_kernel, dim=1) - math.log(n)).mean()
+
+
+def mmd(x: Tensor, y: Tensor, scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> Tensor:
+    """Squared maximum mean discrepancy between samples ``x`` (N, D) and ``y`` (M, D).
+
+    The biased (V-statistic) estimate ``mean k(x, x') + mean k(y, y') − 2 mean k(x, y)`` of Gretton
+    et al. (JMLR 2012, Eq. 5) with a sum of Gaussian kernels ``exp(−‖a − b‖² / (s·m))``, where m is
+    the median squared distance of the pooled sample (a constant: no gradient flows through the
+    bandwidth) and s runs over ``scales``. Zero for identical samples, ≥ 0 always. Used to match the
+    common representations of controls and patients (the moment-matching penalty of Weinberger,
+    Lin & Lee, "Moment matching deep contrastive latent variable models", AISTATS 2022). An empty
+    group gives 0.
+    """
+    if x.shape[0] == 0 or y.shape[0] == 0:
+        return zero_attached(x, y)
+    n = x.shape[0]
+    sq = pairwise_sq_dists(torch.cat([x, y]))
+    off_diagonal = sq[~torch.eye(sq.shape[0], dtype=torch.bool, device=sq.device)]
+    median = off_diagonal.detach().median().clamp_min(1e-8) if off_diagonal.numel() else sq.new_ones(())
+    kernel = sum(torch.exp(-sq / (scale * median)) for scale in scales)
+    return (kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2.0 * kernel[:n, n:].mean()).clamp_min(0.0)

@@ -335,17 +335,20 @@ def two_views(
 
 
 def projections(model, views, batch, local, ctx: DistContext, gathered: bool, autocast):
-    """Head outputs (c1, c2, s1, s2) of the two views, all-gathered across ranks when the loss is
-    computed on the global batch, and the cohort rows they belong to."""
+    """Head outputs (c1, c2, s1, s2) and common representations before the head (f1, f2) of the two
+    views, all-gathered across ranks when the loss is computed on the global batch, and the cohort
+    rows they belong to."""
     with autocast():
         out = model(views)
     c1, c2 = out.common_proj.float().chunk(2)
     s1, s2 = out.salient_proj.float().chunk(2)
+    f1, f2 = out.common_rep.float().chunk(2)
     if not gathered:
-        return (c1, c2, s1, s2), batch[local]
-    global_projections = tuple(gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
+        return (c1, c2, s1, s2), (f1, f2), batch[local]
+    gathered_heads = tuple(gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
+    gathered_features = tuple(gather(t, ctx, with_grad=True) for t in (f1, f2))
     ranks = [shard(np.arange(len(batch)), DistContext(r, ctx.world_size)) for r in range(ctx.world_size)]
-    return global_projections, batch[np.concatenate(ranks)]
+    return gathered_heads, gathered_features, batch[np.concatenate(ranks)]
 
 
 def optimiser_step(opt: Optimisation, model, total: torch.Tensor, grad_clip: float) -> float:
@@ -470,9 +473,20 @@ def train(
             views = two_views(
                 data.volumes, batch, local, cfg.augment, intensity, generator, device, cfg.channels_last
             )
-            (c1, c2, s1, s2), rows = projections(model, views, batch, local, ctx, gathered, autocast)
+            (c1, c2, s1, s2), features, rows = projections(
+                model, views, batch, local, ctx, gathered, autocast
+            )
             meta, attr = (None if t is None else t[rows].to(device) for t in (metadata, attributes))
-            terms = loss_fn(c1, c2, s1, s2, is_target[rows].to(device), metadata=meta, attributes=attr)
+            terms = loss_fn(
+                c1,
+                c2,
+                s1,
+                s2,
+                is_target[rows].to(device),
+                metadata=meta,
+                attributes=attr,
+                common_features=features,
+            )
             if not all_finite(terms.total, ctx):
                 values = ", ".join(f"{k}={v:.4g}" for k, v in terms.as_floats().items())
                 raise TrainingDiverged(

@@ -9,6 +9,7 @@ from neurosepclr.objectives import (
     align,
     background_energy,
     k_jem,
+    mmd,
     nt_xent,
     null_background,
     pairwise_sq_dists,
@@ -126,3 +127,31 @@ def test_uniform_gradient_is_finite_for_identical_rows():
     z = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
     uniform(z).backward()
     assert torch.isfinite(z.grad).all()
+
+
+def test_mmd_is_zero_for_one_sample_and_grows_with_the_shift():
+    x = f64(200, 3, seed=1)
+    assert mmd(x, x).item() == pytest.approx(0.0, abs=1e-12)
+    same = mmd(x, f64(200, 3, seed=2)).item()
+    shifted = [mmd(x, f64(200, 3, seed=2) + shift).item() for shift in (1.0, 2.0, 4.0)]
+    assert 0.0 <= same < shifted[0] < shifted[1] < shifted[2]
+    # symmetric in the two samples, and an empty group gives an attached zero
+    assert mmd(x[:10], x[10:] + 1).item() == pytest.approx(mmd(x[10:] + 1, x[:10]).item())
+    empty = mmd(x[:0].requires_grad_(), x.clone().requires_grad_())
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
+def test_mmd_gradient_descent_brings_two_groups_together():
+    x = f64(20, 4, seed=3).requires_grad_()
+    y = f64(20, 4, seed=4) + 3.0
+    opt = torch.optim.Adam([x], lr=0.1)
+    first = mmd(x, y).item()
+    gap = (x.detach().mean(0) - y.mean(0)).norm()
+    for _ in range(200):
+        opt.zero_grad()
+        loss = mmd(x, y)
+        loss.backward()
+        assert torch.isfinite(x.grad).all()
+        opt.step()
+    assert mmd(x, y).item() < 0.2 * first
+    assert (x.detach().mean(0) - y.mean(0)).norm() < 0.5 * gap

@@ -243,6 +243,25 @@ def test_single_space_simclr_baseline_trains_only_the_common_encoder(tmp_path, t
     assert all(line["loss/total"] == pytest.approx(line["loss/common"], abs=1e-6) for line in logged)
 
 
+def test_common_matching_term_is_trained_and_logged(tmp_path, tiny_derivatives, smoke_run):
+    """loss.lambda_match > 0 adds the MMD of controls' and patients' common features to the total."""
+    train(smoke("loss.lambda_match=5", "train.steps=2"), tiny_derivatives, tmp_path / "run", progress=False)
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["loss/common_match"] > 0 for line in logged)
+    weights = smoke().loss
+    for line in logged:
+        total = (
+            line["loss/common"]
+            + weights.beta_s * line["loss/salient"]
+            + weights.beta_reg * line["loss/background"]
+            + weights.lambda_jem * line["loss/jem"]
+            + 5 * line["loss/common_match"]
+        )
+        assert line["loss/total"] == pytest.approx(total, rel=1e-4, abs=1e-4)
+    off = [json.loads(line) for line in (smoke_run / "metrics.jsonl").read_text().splitlines()]
+    assert all(line["loss/common_match"] == 0 for line in off)
+
+
 def test_auto_precision_is_bf16_only_on_a_cpu_with_bf16_instructions(monkeypatch):
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert [compute.resolve_precision(p, cpu) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
