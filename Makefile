@@ -31,7 +31,7 @@ demo: setup
 	$(BIN)/neurosepclr run pipelines/demo.yaml
 
 test: setup
-	$(BIN)/python -m pytest -m "not gpu" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not gpu" --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not gpu and not ddp and not multiprocess" -x $(PYTEST_ARGS)

@@ -25,7 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from neurosepclr.analysis.consensus import consensus_subtypes, run_subtyper
 from neurosepclr.analysis.evaluate import probe_table
@@ -52,7 +56,21 @@ def diagnosis_probes(space, truth_table: pd.DataFrame) -> dict:
     embeddings = pd.concat([frame, pd.DataFrame(coordinates)], axis=1)
     probes = probe_table(embeddings, truth_table[["participant_id", "group"]])
     rows = probes[(probes["task"] == "diagnosis") & (probes["metric"] == "balanced_accuracy")]
-    return {f"{row.space}_dx": row.value for row in rows.itertuples()}
+    held_out = {f"{row.space}_dx": row.value for row in rows.itertuples()}
+    return held_out | cross_validated_diagnosis(space)
+
+
+def cross_validated_diagnosis(space) -> dict:
+    """Diagnosis from each space over all subjects: logistic regression on standardised coordinates,
+    5-fold cross-validation repeated 10 times, mean balanced accuracy (steadier than 20 held-out
+    subjects; the measure of issue 21)."""
+    patient = np.asarray(space.is_target)
+    folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    return {
+        f"{name}_dx_cv": cross_val_score(probe, x, patient, cv=folds, scoring="balanced_accuracy").mean()
+        for name, x in (("salient", space.salient), ("common", space.common))
+    }
 
 
 def main() -> None:

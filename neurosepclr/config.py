@@ -472,9 +472,10 @@ class TrainConfig:
     select: Literal["diagnosis", "clusters"] = _opt(
         "diagnosis",
         "what picks the best checkpoint at each evaluation: diagnosis (validation salient patient-vs-"
-        "control accuracy minus the common space's excess over chance) or clusters (label-free: "
+        "control accuracy minus the common space's excess over chance) or clusters (no subtype label: "
         "split-half stability + silhouette of the training patients' salient clustering, K from "
-        "subtype.k or subtype.k_range)",
+        "subtype.k or subtype.k_range, minus the common space's cross-validated diagnosis accuracy "
+        "above chance on the training subjects)",
     )
     checkpoint_every: int = _opt(50, "steps between checkpoints", ge=1)
     device: Literal["auto", "cpu", "cuda"] = _opt(

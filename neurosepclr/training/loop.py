@@ -121,17 +121,31 @@ def attribute_tensor(table: pd.DataFrame, columns: list[str], train: np.ndarray)
 
 
 def selection_score(scores: dict[str, float], select: str = "diagnosis") -> float:
-    """Best-checkpoint criterion. ``diagnosis``: salient patient-vs-control accuracy, minus what the
-    common space still knows about the group (its accuracy above chance). ``clusters``: the
-    label-free cluster-structure score of :func:`~neurosepclr.training.validation.cluster_structure`."""
+    """Best-checkpoint criterion; both subtract what the common space still knows about the group
+    (its balanced accuracy above chance), since the common space should hold none of it.
+    ``diagnosis``: salient patient-vs-control accuracy on the validation subjects, minus the common
+    space's excess there. ``clusters``: the label-free cluster-structure score of
+    :func:`~neurosepclr.training.validation.cluster_structure`, minus the common space's excess in
+    cross-validation over the training subjects (``train/common/diagnosis_cv``; the group is an
+    input of contrastive analysis, not a label to discover)."""
     if select == "clusters":
         value = scores.get("train/salient/cluster_score", float("nan"))
-        return float("-inf") if math.isnan(value) else value
+        return (
+            float("-inf")
+            if math.isnan(value)
+            else value - excess_over_chance(scores.get("train/common/diagnosis_cv"))
+        )
     salient = scores.get("val/salient/diagnosis_bacc", float("nan"))
-    common = scores.get("val/common/diagnosis_bacc", 0.5)
     if math.isnan(salient):
         return float("-inf")
-    return salient - max(0.0, (common if not math.isnan(common) else 0.5) - 0.5)
+    return salient - excess_over_chance(scores.get("val/common/diagnosis_bacc"))
+
+
+def excess_over_chance(balanced_accuracy: float | None) -> float:
+    """max(0, accuracy − 0.5); 0 when the probe could not be fitted."""
+    if balanced_accuracy is None or math.isnan(balanced_accuracy):
+        return 0.0
+    return max(0.0, balanced_accuracy - 0.5)
 
 
 # --------------------------------------------------------------------------- the steps of train()

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import adjusted_rand_score
+from sklearn.metrics import adjusted_rand_score, balanced_accuracy_score
 
 from neurosepclr.clustering import SalientSubtyper, stability_table
-from neurosepclr.probes import balanced_accuracy_probe, r2_probe
+from neurosepclr.probes import balanced_accuracy_probe, held_out_predictions, r2_probe
 
 
 def probe_scores(
@@ -31,9 +31,12 @@ def probe_scores(
 ) -> dict[str, float]:
     """Validation probe scores for both spaces (names like ``val/salient/diagnosis_bacc``).
 
-    With ``truth``, ``val/salient/kmeans_ari`` is the ARI of the held-out patients' subtypes as
-    assigned by a :class:`~neurosepclr.clustering.SalientSubtyper` (K = true K, the given
-    standardisation) fitted on the training patients — what ``subtype`` and ``evaluate`` report.
+    ``train/common/diagnosis_cv`` is the diagnosis read from the *training* subjects' common
+    coordinates by 5-fold cross-validation: steadier than the few validation subjects, it is the
+    penalty of ``train.select: clusters``. With ``truth``, ``val/salient/kmeans_ari`` is the ARI of
+    the held-out patients' subtypes as assigned by a
+    :class:`~neurosepclr.clustering.SalientSubtyper` (K = true K, the given standardisation)
+    fitted on the training patients — what ``subtype`` and ``evaluate`` report.
     """
     train, val = split == "train", split == "val"
     group = table["group"].to_numpy()
@@ -48,6 +51,9 @@ def probe_scores(
             scores[f"val/{space}/age_r2"] = r2_probe(
                 x[train & ok], age[train & ok], x[val & ok], age[val & ok]
             )
+    predicted, rows = held_out_predictions(common[train], group[train], None, seed, classification=True)
+    if predicted is not None:
+        scores["train/common/diagnosis_cv"] = float(balanced_accuracy_score(group[train][rows], predicted))
     if truth is not None:
         merged = table[["participant_id"]].merge(
             truth[["participant_id", "subtype"]], on="participant_id", how="left"

@@ -26,6 +26,8 @@ def training_map(out, label, desc, feature=None):
     return found[0]
 
 
+# for calls that test something other than the bootstrap, the comparison or the patient pages
+QUICK = ["--no-compare", "--bootstrap", "10", "--no-patient-pages"]
 READ = {"sep": "\t", "dtype": {"participant_id": str}, "keep_default_na": False, "na_values": ["n/a"]}
 
 
@@ -293,10 +295,10 @@ def test_viewer_and_patient_maps_stay_offline(smoke_run, tmp_path):
 def test_rerun_replaces_old_subtype_files_and_refuses_an_impossible_k(smoke_run, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(smoke_run, copy, ignore=shutil.ignore_patterns("subtype"))
-    assert main(["--quiet", "subtype", str(copy), "--k", "2", "--no-compare"]) == 0
+    assert main(["--quiet", "subtype", str(copy), "--k", "2", *QUICK]) == 0
     stale = copy / "subtype" / "maps" / "subtype-S9_desc-saliency_map.nii.gz"
     shutil.copy(training_map(copy / "subtype", "S1", "saliency"), stale)
-    assert main(["--quiet", "subtype", str(copy), "--k", "2", "--no-compare"]) == 0
+    assert main(["--quiet", "subtype", str(copy), "--k", "2", *QUICK]) == 0
     assert not stale.exists()
     assert main(["subtype", str(copy), "--k", "9"]) == 65
     assert "training patients are too few for it" in capsys.readouterr().err
@@ -314,9 +316,7 @@ def test_a_run_whose_derivatives_moved_is_read_from_their_new_place(
     (run / "run.json").write_text(json.dumps(record))
     assert main(["subtype", str(run), "--k", "2"]) == 66
     assert "pass their new location with --derivatives DIR" in capsys.readouterr().err
-    assert (
-        main(["--quiet", "subtype", str(run), "--k", "2", "--no-compare", "--derivatives", str(moved)]) == 0
-    )
+    assert main(["--quiet", "subtype", str(run), "--k", "2", *QUICK, "--derivatives", str(moved)]) == 0
     assert (run / "subtype" / "subtypes.tsv").is_file()
     image = next(moved.rglob("*_desc-preproc_T1w.nii.gz"))
     image.write_bytes(image.read_bytes() + b"\0")  # not the images the run was trained on
@@ -339,7 +339,7 @@ def test_several_input_features_give_maps_and_tables_per_feature(tiny_derivative
     run = tmp_path / "run"
     argv = ["--quiet", "train", str(derivatives), str(run), "--config", "pipelines/smoke.yaml"]
     assert main([*argv, "--set", "data.features=[t1, gm]"]) == 0
-    assert main(["--quiet", "subtype", str(run), "--k", "2", "--no-compare"]) == 0
+    assert main(["--quiet", "subtype", str(run), "--k", "2", *QUICK]) == 0
     out = run / "subtype"
     for label in ("S1", "S2"):
         assert training_map(out, label, "saliency").is_file()  # all channels
@@ -358,7 +358,18 @@ def test_group_maps_average_a_stated_sample_of_each_subtype(subtype_out, smoke_r
     sizes = subtypes["subtype"].value_counts().to_dict()
     assert full == {"limit_per_group": 100, "controls": sizes.pop("control"), **sizes}
     out = tmp_path / "sampled"
-    args = ["--quiet", "subtype", str(smoke_run), "--k", "2", "--saliency-sample", "1", "--out", str(out)]
+    args = [
+        "--quiet",
+        "subtype",
+        str(smoke_run),
+        "--k",
+        "2",
+        "--saliency-sample",
+        "1",
+        *QUICK,
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     sampled = json.loads((out / "maps" / "saliency.json").read_text())["subjects_attributed"]
     assert sampled == {"limit_per_group": 1, "controls": 1, "S1": 1, "S2": 1}

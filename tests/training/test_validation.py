@@ -80,3 +80,25 @@ def test_cluster_structure_is_empty_when_no_k_fits_and_selection_then_never_wins
     assert selection_score({"val/salient/diagnosis_bacc": 0.9, "val/common/diagnosis_bacc": 0.6}) == (
         pytest.approx(0.8)
     )
+
+
+def test_clusters_selection_subtracts_what_the_common_space_knows_of_the_diagnosis():
+    structured = {"train/salient/cluster_score": 0.7}
+    assert selection_score(structured | {"train/common/diagnosis_cv": 0.45}, "clusters") == 0.7
+    assert selection_score(structured | {"train/common/diagnosis_cv": 0.9}, "clusters") == pytest.approx(0.3)
+    assert selection_score(structured | {"train/common/diagnosis_cv": float("nan")}, "clusters") == 0.7
+
+
+def test_common_diagnosis_is_cross_validated_over_the_training_subjects():
+    rng = np.random.default_rng(3)
+    n = 200
+    table, split = _cohort(n)
+    target = (table["group"] == "target").to_numpy()
+    blind = rng.normal(0, 1, (n, 4))
+    knowing = blind + 2.0 * target[:, None]
+    salient = rng.normal(0, 1, (n, 4))
+    scores = {
+        name: probe_scores(common, salient, table, split, None, 0, **PATIENTS)["train/common/diagnosis_cv"]
+        for name, common in (("blind", blind), ("knowing", knowing))
+    }
+    assert scores["knowing"] > 0.9 and 0.3 < scores["blind"] < 0.65
