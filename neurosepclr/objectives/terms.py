@@ -134,6 +134,6 @@ def mmd(x: Tensor, y: Tensor, scales: tuple[float, ...] = (0.5, 1.0, 2.0)) -> Te
     n = x.shape[0]
     sq = pairwise_sq_dists(torch.cat([x, y]))
     off_diagonal = sq[~torch.eye(sq.shape[0], dtype=torch.bool, device=sq.device)]
-    median = off_diagonal.detach().median().clamp_min(1e-8) if off_diagonal.numel() else sq.new_ones(())
+    median = off_diagonal.detach().median().clamp_min(1e-8)  # ≥ 2 rows, so never empty
     kernel = sum(torch.exp(-sq / (scale * median)) for scale in scales)
     return (kernel[:n, :n].mean() + kernel[n:, n:].mean() - 2.0 * kernel[:n, n:].mean()).clamp_min(0.0)
