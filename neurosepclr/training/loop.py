@@ -348,21 +348,21 @@ def two_views(
     return views.contiguous(memory_format=torch.channels_last_3d) if channels_last else views
 
 
-def projections(model, views, batch, local, ctx: DistContext, gathered: bool, autocast):
-    """Head outputs (c1, c2, s1, s2) and common representations before the head (f1, f2) of the two
-    views, all-gathered across ranks when the loss is computed on the global batch, and the cohort
-    rows they belong to."""
+def projections(model, views, batch, local, ctx: DistContext, gathered: bool, autocast, with_features: bool):
+    """Head outputs (c1, c2, s1, s2) of the two views and, when ``with_features`` (the matching term
+    is on), their common representations before the head (f1, f2), else None; all-gathered across
+    ranks when the loss is computed on the global batch; and the cohort rows they belong to."""
     with autocast():
         out = model(views)
-    c1, c2 = out.common_proj.float().chunk(2)
-    s1, s2 = out.salient_proj.float().chunk(2)
-    f1, f2 = out.common_rep.float().chunk(2)
+    heads = (*out.common_proj.float().chunk(2), *out.salient_proj.float().chunk(2))
+    features = out.common_rep.float().chunk(2) if with_features else None
     if not gathered:
-        return (c1, c2, s1, s2), (f1, f2), batch[local]
-    gathered_heads = tuple(gather(t, ctx, with_grad=True) for t in (c1, c2, s1, s2))
-    gathered_features = tuple(gather(t, ctx, with_grad=True) for t in (f1, f2))
+        return heads, features, batch[local]
+    heads = tuple(gather(t, ctx, with_grad=True) for t in heads)
+    if features is not None:
+        features = tuple(gather(t, ctx, with_grad=True) for t in features)
     ranks = [shard(np.arange(len(batch)), DistContext(r, ctx.world_size)) for r in range(ctx.world_size)]
-    return gathered_heads, gathered_features, batch[np.concatenate(ranks)]
+    return heads, features, batch[np.concatenate(ranks)]
 
 
 def optimiser_step(opt: Optimisation, model, total: torch.Tensor, grad_clip: float) -> float:
@@ -488,7 +488,7 @@ def train(
                 data.volumes, batch, local, cfg.augment, intensity, generator, device, cfg.channels_last
             )
             (c1, c2, s1, s2), features, rows = projections(
-                model, views, batch, local, ctx, gathered, autocast
+                model, views, batch, local, ctx, gathered, autocast, loss_fn.lambda_match > 0
             )
             meta, attr = (None if t is None else t[rows].to(device) for t in (metadata, attributes))
             terms = loss_fn(

@@ -221,7 +221,8 @@ def test_split_seed_fixes_the_split_and_clusters_selects_the_most_structured_eva
     score = {line["step"]: loop.selection_score(line, "clusters") for line in evaluated}
     assert all(score[line["step"]] <= line["train/salient/cluster_score"] + 1e-9 for line in evaluated)
     best_step = load_checkpoint(run / "checkpoints" / "best.pt")["step"]
-    assert score[best_step] >= max(score.values()) - 2e-4  # logged scores are rounded to 4 decimals
+    # each score is two logged values, each rounded to 4 decimals: up to 1e-4 off, 2e-4 between two
+    assert score[best_step] >= max(score.values()) - 2e-4
 
 
 def test_single_space_simclr_baseline_trains_only_the_common_encoder(tmp_path, tiny_derivatives):
