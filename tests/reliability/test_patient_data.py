@@ -50,7 +50,7 @@ def test_planted_names_never_reach_outputs(tmp_path, tiny_native_cohort, capsys)
     derivatives, run = tmp_path / "derivatives", tmp_path / "run"
     assert main(["preprocess", str(bids), str(derivatives), "--resolution", "3", "--n-jobs", "2"]) == 0
     assert main(["train", str(derivatives), str(run), "--config", SMOKE]) == 0
-    assert main(["subtype", str(run), "--k-range", "2-3"]) == 0
+    assert main(["subtype", str(run), "--config", SMOKE]) == 0  # every output: report, pages, cPCA
     assert not _leaks(derivatives), _leaks(derivatives)
     assert not _leaks(run), _leaks(run)
     captured = capsys.readouterr()
