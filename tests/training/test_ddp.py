@@ -12,8 +12,9 @@ SMOKE = Path(__file__).resolve().parents[2] / "pipelines" / "smoke.yaml"
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("gather", ["true", "false"])
-def test_two_cpu_ranks_agree(tmp_path, tiny_derivatives, gather):
+@pytest.mark.parametrize("gather, lambda_match", [("true", 10.0), ("false", 0.0)])
+def test_two_cpu_ranks_agree(tmp_path, tiny_derivatives, gather, lambda_match):
+    """With gathered embeddings the common features are gathered too, for the matching term."""
     run = tmp_path / "run"
     command = [
         sys.executable,
@@ -33,14 +34,18 @@ def test_two_cpu_ranks_agree(tmp_path, tiny_derivatives, gather):
         "train.device=cpu",
         "--set",
         f"train.gather_embeddings={gather}",
+        "--set",
+        f"loss.lambda_match={lambda_match}",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     distributed = json.loads((run / "run.json").read_text())["distributed"]
     assert distributed == {"world_size": 2, "ranks_agree": True, "gather_embeddings": gather == "true"}
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 7))  # rank 0 alone writes
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(1, 7))  # rank 0 alone writes
+    matched = [m["loss/common_match"] for m in metrics]
+    assert all(value > 0 for value in matched) if lambda_match else all(value == 0 for value in matched)
     assert (run / "checkpoints" / "last.pt").is_file() and (run / "embeddings.tsv").is_file()
 
 
