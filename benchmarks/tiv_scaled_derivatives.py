@@ -19,7 +19,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
+
+from neurosepclr.io import read_tsv
 
 REFERENCE_TIV_ML = 1500.0
 
@@ -42,15 +43,19 @@ def linked_copy(source: Path, target: Path) -> None:
 
 def scale_modulated_grey_matter(folder: Path) -> int:
     """Replace each linked ``gm_modulated`` map by a scaled file; returns the number of maps."""
-    tiv = pd.read_csv(folder / "tissue_volumes.tsv", sep="\t").set_index("participant_id")["tiv_ml"]
-    cohort = pd.read_csv(folder / "cohort.tsv", sep="\t")
-    for participant, relative in zip(cohort["participant_id"], cohort["gm_modulated"], strict=True):
+    keys = ["participant_id", "session_id"]  # one TIV per image: sessions of a participant differ
+    volumes = read_tsv(folder / "tissue_volumes.tsv")[[*keys, "tiv_ml"]]
+    images = read_tsv(folder / "cohort.tsv").merge(volumes, on=keys, how="left", validate="one_to_one")
+    if images["tiv_ml"].isna().any():
+        missing = images.loc[images["tiv_ml"].isna(), "participant_id"].tolist()
+        raise SystemExit(f"{folder / 'tissue_volumes.tsv'}: no TIV for {', '.join(missing)}")
+    for relative, tiv_ml in zip(images["gm_modulated"], images["tiv_ml"], strict=True):
         path = folder / relative
         image = nib.load(path)
-        scaled = np.asarray(image.dataobj, dtype=np.float32) * np.float32(REFERENCE_TIV_ML / tiv[participant])
+        scaled = np.asarray(image.dataobj, dtype=np.float32) * np.float32(REFERENCE_TIV_ML / tiv_ml)
         path.unlink()  # the link, not the original
         nib.save(nib.Nifti1Image(scaled, image.affine, image.header), path)
-    return len(cohort)
+    return len(images)
 
 
 def main() -> None:
