@@ -5,7 +5,9 @@
 Every run must be trained on the same derivatives with one ``train.split_seed``. One row per:
 
 * ``sepclr``: each run alone, subtyped as ``subtype`` does (training patients, whitened by the
-  training controls, directions; K given), with its held-out salient and common diagnosis probes;
+  training controls, directions; K given; ``--method``, ``--standardise`` and ``--no-directions``
+  change the subtype step), with its salient and common diagnosis probes and the subtype a linear
+  probe finds in the salient space given the labels;
 * ``consensus``: the consensus (``subtype --consensus``) of every 3 consecutive runs (with more
   than 3: 0-1-2, 1-2-3, …, wrapping round) and of all runs, with the mean ARI between their runs;
 * ``cpca``: contrastive PCA of the same inputs at every alpha of ``subtype.cpca_alphas`` and at the
@@ -25,11 +27,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from neurosepclr.analysis.consensus import consensus_subtypes, run_subtyper
 from neurosepclr.analysis.evaluate import probe_table
@@ -37,6 +36,7 @@ from neurosepclr.analysis.representation import cpca_space, encode, fit_cpca_enc
 from neurosepclr.analysis.subtype import check_consensus_runs, embed
 from neurosepclr.config import SubtypeConfig
 from neurosepclr.data.truth import load_truth
+from neurosepclr.probes import linear_classifier
 from neurosepclr.runfolder import subject_frame
 from neurosepclr.training.inference import load_run
 
@@ -61,16 +61,31 @@ def diagnosis_probes(space, truth_table: pd.DataFrame) -> dict:
 
 
 def cross_validated_diagnosis(space) -> dict:
-    """Diagnosis from each space over all subjects: logistic regression on standardised coordinates,
-    5-fold cross-validation repeated 10 times, mean balanced accuracy (steadier than 20 held-out
-    subjects; the measure of issue 21)."""
+    """Diagnosis from each space over all subjects, and the subtype from the salient space over all
+    patients: ``probes.linear_classifier`` (standardised, balanced classes), 5-fold cross-validation
+    repeated 10 times, mean balanced accuracy (steadier than 20 held-out subjects; the measure of
+    issue 21). ``salient_subtype_cv`` is what a linear read-out *given the labels* finds in the
+    salient space: high with a low ARI means the clustering, not the representation, lost the
+    subtypes."""
     patient = np.asarray(space.is_target)
     folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    return {
-        f"{name}_dx_cv": cross_val_score(probe, x, patient, cv=folds, scoring="balanced_accuracy").mean()
+    cv = {
+        f"{name}_dx_cv": cross_val_score(
+            linear_classifier(), x, patient, cv=folds, scoring="balanced_accuracy"
+        )
         for name, x in (("salient", space.salient), ("common", space.common))
     }
+    return {name: float(values.mean()) for name, values in cv.items()}
+
+
+def cross_validated_subtype(space, truth: np.ndarray) -> float:
+    """Cross-validated balanced accuracy of the true subtype from the salient space (patients only)."""
+    patient = np.asarray(space.is_target)
+    folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
+    scores = cross_val_score(
+        linear_classifier(), space.salient[patient], truth[patient], cv=folds, scoring="balanced_accuracy"
+    )
+    return float(scores.mean())
 
 
 def main() -> None:
@@ -81,9 +96,22 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--bootstrap", type=int, default=100, help="refits per run of the consensus")
     parser.add_argument("--cohort", default="", help="name written in the cohort column")
+    parser.add_argument("--method", default="kmeans", choices=("kmeans", "gmm"), help="subtype.method")
+    parser.add_argument(
+        "--standardise", default="controls", choices=("controls", "patients"), help="subtype.standardise"
+    )
+    parser.add_argument(
+        "--no-directions", action="store_true", help="subtype.directions false (cluster the deviations)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    settings = SubtypeConfig(k=args.k, bootstrap=args.bootstrap)
+    settings = SubtypeConfig(
+        k=args.k,
+        bootstrap=args.bootstrap,
+        method=args.method,
+        standardise=args.standardise,
+        directions=False if args.no_directions else None,
+    )
     torch.set_grad_enabled(False)
 
     started = time.perf_counter()
@@ -109,7 +137,10 @@ def main() -> None:
         tic = time.perf_counter()
         index = run_subtyper(space, args.k, settings, seed=0).predict(space.salient)
         seconds = time.perf_counter() - tic
-        record("sepclr", f"seed {run.config.seed}", index, seconds, **diagnosis_probes(space, truth_table))
+        probes = diagnosis_probes(space, truth_table) | {
+            "salient_subtype_cv": cross_validated_subtype(space, truth)
+        }
+        record("sepclr", f"seed {run.config.seed}", index, seconds, **probes)
     # every rotation of 3 consecutive runs (the spread of a 3-run consensus), then all runs
     groups = (
         [[(start + i) % len(runs) for i in range(3)] for start in range(len(runs))] if len(runs) > 3 else []
