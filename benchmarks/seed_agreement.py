@@ -61,25 +61,23 @@ def diagnosis_probes(space, truth_table: pd.DataFrame) -> dict:
 
 
 def cross_validated_diagnosis(space) -> dict:
-    """Diagnosis from each space over all subjects, and the subtype from the salient space over all
-    patients: ``probes.linear_classifier`` (standardised, balanced classes), 5-fold cross-validation
-    repeated 10 times, mean balanced accuracy (steadier than 20 held-out subjects; the measure of
-    issue 21). ``salient_subtype_cv`` is what a linear read-out *given the labels* finds in the
-    salient space: high with a low ARI means the clustering, not the representation, lost the
-    subtypes."""
+    """Diagnosis from each space over all subjects: ``probes.linear_classifier`` (standardised,
+    balanced classes), 5-fold cross-validation repeated 10 times, mean balanced accuracy (steadier
+    than 20 held-out subjects; the measure of issue 21)."""
     patient = np.asarray(space.is_target)
     folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
-    cv = {
-        f"{name}_dx_cv": cross_val_score(
-            linear_classifier(), x, patient, cv=folds, scoring="balanced_accuracy"
+    return {
+        f"{name}_dx_cv": float(
+            cross_val_score(linear_classifier(), x, patient, cv=folds, scoring="balanced_accuracy").mean()
         )
         for name, x in (("salient", space.salient), ("common", space.common))
     }
-    return {name: float(values.mean()) for name, values in cv.items()}
 
 
 def cross_validated_subtype(space, truth: np.ndarray) -> float:
-    """Cross-validated balanced accuracy of the true subtype from the salient space (patients only)."""
+    """The true subtype read from the salient space by a linear probe *given the labels* (patients
+    only; folds and probe as :func:`cross_validated_diagnosis`): high while the clustering's ARI is
+    low means the clustering, not the representation, lost the subtypes."""
     patient = np.asarray(space.is_target)
     folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
     scores = cross_val_score(
