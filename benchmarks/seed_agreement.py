@@ -60,30 +60,29 @@ def diagnosis_probes(space, truth_table: pd.DataFrame) -> dict:
     return held_out | cross_validated_diagnosis(space)
 
 
-def cross_validated_diagnosis(space) -> dict:
-    """Diagnosis from each space over all subjects: ``probes.linear_classifier`` (standardised,
-    balanced classes), 5-fold cross-validation repeated 10 times, mean balanced accuracy (steadier
-    than 20 held-out subjects; the measure of issue 21)."""
-    patient = np.asarray(space.is_target)
+def cross_validated_accuracy(x: np.ndarray, labels: np.ndarray) -> float:
+    """Mean balanced accuracy of ``probes.linear_classifier`` (standardised, balanced classes) over
+    5-fold cross-validation repeated 10 times: steadier than 20 held-out subjects (issue 21)."""
     folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
+    scores = cross_val_score(linear_classifier(), x, labels, cv=folds, scoring="balanced_accuracy")
+    return float(scores.mean())
+
+
+def cross_validated_diagnosis(space) -> dict:
+    """Diagnosis from each space over all subjects (:func:`cross_validated_accuracy`)."""
+    patient = np.asarray(space.is_target)
     return {
-        f"{name}_dx_cv": float(
-            cross_val_score(linear_classifier(), x, patient, cv=folds, scoring="balanced_accuracy").mean()
-        )
+        f"{name}_dx_cv": cross_validated_accuracy(x, patient)
         for name, x in (("salient", space.salient), ("common", space.common))
     }
 
 
 def cross_validated_subtype(space, truth: np.ndarray) -> float:
     """The true subtype read from the salient space by a linear probe *given the labels* (patients
-    only; folds and probe as :func:`cross_validated_diagnosis`): high while the clustering's ARI is
-    low means the clustering, not the representation, lost the subtypes."""
+    only, :func:`cross_validated_accuracy`): high while the clustering's ARI is low means the
+    clustering, not the representation, lost the subtypes."""
     patient = np.asarray(space.is_target)
-    folds = RepeatedStratifiedKFold(n_splits=5, n_repeats=10, random_state=0)
-    scores = cross_val_score(
-        linear_classifier(), space.salient[patient], truth[patient], cv=folds, scoring="balanced_accuracy"
-    )
-    return float(scores.mean())
+    return cross_validated_accuracy(space.salient[patient], truth[patient])
 
 
 def main() -> None:
