@@ -8,8 +8,9 @@ Every run must be trained on the same derivatives with one ``train.split_seed``.
   training controls, directions; K given; ``--method``, ``--standardise`` and ``--no-directions``
   change the subtype step), with its salient and common diagnosis probes and the subtype a linear
   probe finds in the salient space given the labels;
-* ``consensus``: the consensus (``subtype --consensus``) of every 3 consecutive runs (with more
-  than 3: 0-1-2, 1-2-3, …, wrapping round) and of all runs, with the mean ARI between their runs;
+* ``consensus``: the consensus (``subtype --consensus``) of every ``--group-size`` (3) consecutive
+  runs (with more runs than that: 0-1-2, 1-2-3, …, wrapping round) and of all runs, with the mean
+  ARI between their runs;
 * ``cpca``: contrastive PCA of the same inputs at every alpha of ``subtype.cpca_alphas`` and at the
   alpha ``subtype`` chooses without labels (``label-free``);
 
@@ -92,6 +93,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, required=True, help="the true number of subtypes")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--bootstrap", type=int, default=100, help="refits per run of the consensus")
+    parser.add_argument("--group-size", type=int, default=3, help="runs per consensus (rotations)")
     parser.add_argument("--cohort", default="", help="name written in the cohort column")
     parser.add_argument("--method", default="kmeans", choices=("kmeans", "gmm"), help="subtype.method")
     parser.add_argument(
@@ -138,9 +140,12 @@ def main() -> None:
             "salient_subtype_cv": cross_validated_subtype(space, truth)
         }
         record("sepclr", f"seed {run.config.seed}", index, seconds, **probes)
-    # every rotation of 3 consecutive runs (the spread of a 3-run consensus), then all runs
+    # every rotation of --group-size consecutive runs (the spread of such a consensus), then all runs
+    size = args.group_size
     groups = (
-        [[(start + i) % len(runs) for i in range(3)] for start in range(len(runs))] if len(runs) > 3 else []
+        [[(start + i) % len(runs) for i in range(size)] for start in range(len(runs))]
+        if len(runs) > size
+        else []
     )
     groups += [list(range(len(runs)))] if len(runs) > 1 else []
     for group in groups:
