@@ -9,8 +9,9 @@ Every run must be trained on the same derivatives with one ``train.split_seed``.
   change the subtype step), with its salient and common diagnosis probes and the subtype a linear
   probe finds in the salient space given the labels;
 * ``consensus``: the consensus (``subtype --consensus``) of every ``--group-size`` (3) consecutive
-  runs (with more runs than that: 0-1-2, 1-2-3, …, wrapping round) and of all runs, with the mean
-  ARI between their runs;
+  runs (with more runs than that: 0-1-2, 1-2-3, …, wrapping round; several sizes may be given) and
+  of all runs, by each ``--consensus-method`` (joint, the default, and/or coassociation), with the
+  mean ARI between their runs;
 * ``cpca``: contrastive PCA of the same inputs at every alpha of ``subtype.cpca_alphas`` and at the
   alpha ``subtype`` chooses without labels (``label-free``);
 
@@ -93,7 +94,14 @@ def main() -> None:
     parser.add_argument("--k", type=int, required=True, help="the true number of subtypes")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
     parser.add_argument("--bootstrap", type=int, default=100, help="refits per run of the consensus")
-    parser.add_argument("--group-size", type=int, default=3, help="runs per consensus (rotations)")
+    parser.add_argument("--group-size", type=int, nargs="+", default=[3], help="runs per consensus")
+    parser.add_argument(
+        "--consensus-method",
+        nargs="+",
+        default=["joint"],
+        choices=("joint", "coassociation"),
+        help="subtype.consensus_method (several: a row for each)",
+    )
     parser.add_argument("--cohort", default="", help="name written in the cohort column")
     parser.add_argument("--method", default="kmeans", choices=("kmeans", "gmm"), help="subtype.method")
     parser.add_argument(
@@ -141,24 +149,26 @@ def main() -> None:
         }
         record("sepclr", f"seed {run.config.seed}", index, seconds, **probes)
     # every rotation of --group-size consecutive runs (the spread of such a consensus), then all runs
-    size = args.group_size
-    groups = (
-        [[(start + i) % len(runs) for i in range(size)] for start in range(len(runs))]
+    groups = [
+        [(start + i) % len(runs) for i in range(size)]
+        for size in args.group_size
         if len(runs) > size
-        else []
-    )
+        for start in range(len(runs))
+    ]
     groups += [list(range(len(runs)))] if len(runs) > 1 else []
-    for group in groups:
-        tic = time.perf_counter()
-        agreed = consensus_subtypes([spaces[i] for i in group], args.k, settings, seed=0)
-        seeds = ",".join(str(runs[i].config.seed) for i in group)
-        record(
-            "consensus",
-            f"seeds {seeds}",
-            agreed.index,
-            time.perf_counter() - tic,
-            mean_pairwise_ari=agreed.mean_pairwise_ari,
-        )
+    for method in args.consensus_method:
+        settings.consensus_method = method
+        for group in groups:
+            tic = time.perf_counter()
+            agreed = consensus_subtypes([spaces[i] for i in group], args.k, settings, seed=0)
+            seeds = ",".join(str(runs[i].config.seed) for i in group)
+            record(
+                "consensus",
+                f"{method}: seeds {seeds}",
+                agreed.index,
+                time.perf_counter() - tic,
+                mean_pairwise_ari=agreed.mean_pairwise_ari,
+            )
     tic = time.perf_counter()
     linear, _, alphas = cpca_space(first, settings, [args.k], seed=0)
     chosen = float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])

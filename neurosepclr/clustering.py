@@ -157,7 +157,9 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
         self.labels_ = self.predict(X)
         return self
 
-    def _standardised(self, X) -> np.ndarray:
+    def standardised(self, X) -> np.ndarray:
+        """The coordinates the subtypes are found in: ``(X − mean_) @ whitening_``, unit length with
+        ``directions``."""
         check_is_fitted(self, "cluster_centers_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         return self._project(X)
@@ -170,12 +172,12 @@ class SalientSubtyper(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Cluster
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each subject to each subtype centre (standardised coordinates)."""
-        Z = self._standardised(X)
+        Z = self.standardised(X)
         return np.sqrt(((Z[:, None, :] - self._centres_std[None]) ** 2).sum(axis=2))
 
     def predict_proba(self, X) -> np.ndarray:
         """Membership probabilities: GMM posteriors, or soft k-means assignments."""
-        Z = self._standardised(X)
+        Z = self.standardised(X)
         if self.method == "kmeans":
             return soft_assignments(
                 ((Z[:, None, :] - self._centres_std[None]) ** 2).sum(axis=2), self.temperature_
@@ -213,7 +215,7 @@ def centred_on(model: SalientSubtyper, X: np.ndarray, labels: np.ndarray) -> Sal
     k = model.n_subtypes
     if set(np.unique(labels)) != set(range(k)):
         raise ValueError(f"labels must hold every group 0..{k - 1}")
-    Z = model._standardised(np.asarray(X, dtype=np.float64))
+    Z = model.standardised(np.asarray(X, dtype=np.float64))
     centred = copy.deepcopy(model)
     centred._centres_std = np.stack([Z[labels == g].mean(axis=0) for g in range(k)])
     centred.cluster_centers_ = np.linalg.solve(model.whitening_.T, centred._centres_std.T).T + model.mean_
@@ -393,7 +395,7 @@ def _split_half_scores(
         aris.append(adjusted_rand_score(*labels))
     full = SalientSubtyper(k, method, standardise, directions, random_state=random_state)
     full.fit(X, reference=reference)
-    Z = full._standardised(X)
+    Z = full.standardised(X)
     silhouette = float(silhouette_score(Z, full.labels_)) if len(set(full.labels_)) > 1 else float("nan")
     return {
         "stability_ari_mean": float(np.mean(aris)),

@@ -549,6 +549,15 @@ class SubtypeConfig:
         ge=0,
         le=1,
     )
+    consensus_method: Literal["joint", "coassociation"] = _opt(
+        "joint",
+        "how the runs of a consensus (--consensus, pipeline.consensus_seeds) are combined: joint (one "
+        "clustering of every run's standardised salient coordinates side by side: the mean of the runs' "
+        "similarities) or coassociation (each run clustered alone and with bootstrap refits, then one "
+        "clustering of how often patients are grouped together, as HYDRA)",
+        flag="--consensus-method",
+        commands=("subtype",),
+    )
     bootstrap: int = _opt(
         100,
         "refits of the subtypes on bootstrap resamples of the training patients and controls; each "

@@ -154,7 +154,7 @@ def test_controls_whitening_gives_the_reference_identity_covariance():
     model = SalientSubtyper(2, standardise="controls", random_state=0).fit(
         reference[:50], reference=reference
     )
-    whitened = model._standardised(reference)
+    whitened = model.standardised(reference)
     np.testing.assert_allclose(whitened.mean(axis=0), 0.0, atol=1e-9)
     np.testing.assert_allclose(np.cov(whitened.T), np.eye(4), atol=0.05)
 
@@ -209,7 +209,7 @@ def test_directions_cluster_where_patients_deviate_not_how_far():
     assert (
         adjusted_rand_score(labels, by_position.fit(patients, reference=controls).labels_) < 0.5
     )  # severity split
-    unit = by_direction._standardised(patients * 3.0 - 2.0 * by_direction.mean_)  # scaled deviations
+    unit = by_direction.standardised(patients * 3.0 - 2.0 * by_direction.mean_)  # scaled deviations
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1.0)
     assert (by_direction.predict(patients * 3.0 - 2.0 * by_direction.mean_) == by_direction.labels_).all()
 

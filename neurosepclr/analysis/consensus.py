@@ -1,12 +1,22 @@
 """Subtypes by consensus across several trained runs (seeds) and bootstrap refits.
 
-One SepCLR run's subtypes depend on its seed (benchmarks/README.md). Following HYDRA's consensus
-clustering (Varol et al., NeuroImage 2017), each run's salient space is clustered on the training
-patients, refitted on bootstrap resamples, and every labelling of the patients enters one
-co-association matrix (the share of labellings that group two patients together). The consensus
-subtypes are one average-linkage clustering of that matrix over the training patients; held-out
-patients join the group they are most often grouped with. Agreement is reported per patient (the
-share of labellings, matched to the consensus, that agree with it) and per run (ARI between runs).
+One SepCLR run's subtypes depend on its seed (benchmarks/README.md). Two ways to combine runs
+(``subtype.consensus_method``), both fitted on the training patients, held-out patients assigned:
+
+* ``joint`` (default): each run's salient coordinates are standardised as its own subtyper sees
+  them (whitened by the training controls; unit-length directions), the runs are placed side by
+  side, each scaled by 1/√R, and clustered once. Squared distances there are the mean of the runs'
+  squared distances, so k-means on them is kernel k-means on the mean of the runs' kernels (the mean
+  cosine similarity of two patients' deviations): graded similarity is averaged, not hard labels.
+  Each patient's frequency comes from bootstrap refits of that one clustering.
+* ``coassociation``: following HYDRA's consensus clustering (Varol et al., NeuroImage 2017), each
+  run's salient space is clustered on the training patients, refitted on bootstrap resamples, and
+  every labelling enters one co-association matrix (the share of labellings that group two patients
+  together), clustered once by average linkage; held-out patients join the group they are most often
+  grouped with; the frequency is the share of labellings, matched to the consensus, that agree.
+
+Agreement between the runs is reported either way: each run's own subtypes, matched to the
+consensus, and the ARI between runs.
 """
 
 from __future__ import annotations
@@ -62,15 +72,59 @@ def refit_labellings(model: SalientSubtyper, space: Embedded, settings, seed: in
     )
 
 
+def joint_space(spaces: list[Embedded], models: list[SalientSubtyper]) -> Embedded:
+    """Every run's standardised salient coordinates (``models[r].standardised``) side by side, each
+    run scaled by 1/√R so that squared distances are the mean of the runs' squared distances."""
+    runs = zip(spaces, models, strict=True)
+    coordinates = np.hstack([model.standardised(space.salient) for space, model in runs])
+    first = spaces[0]
+    return Embedded(first.data, first.split, first.common[:, :0], coordinates / np.sqrt(len(spaces)))
+
+
 def consensus_subtypes(spaces: list[Embedded], k: int, settings, seed: int = 0) -> Consensus:
-    """Consensus of ``len(spaces)`` runs' subtypes (each run: its full fit and ``settings.bootstrap``
-    refits); every space must hold the same subjects in the same order with the same split."""
+    """Consensus of ``len(spaces)`` runs' subtypes by ``settings.consensus_method`` (module docstring);
+    every space must hold the same subjects in the same order with the same split."""
     patients, fitted = spaces[0].is_target, spaces[0].fit_rows
-    labellings, full_rows = [], []  # full_rows: where each run's own fit sits among the labellings
-    for number, space in enumerate(spaces):
-        model = run_subtyper(space, k, settings, seed)
-        full_rows.append(sum(len(block) for block in labellings))
-        labellings.append(model.predict(space.salient)[None])
+    models = [run_subtyper(space, k, settings, seed) for space in spaces]
+    own = np.stack([model.predict(space.salient) for space, model in zip(spaces, models, strict=True)])
+    if settings.consensus_method == "joint":
+        index, matched = _joint_consensus(joint_space(spaces, models), k, settings, seed)
+    else:
+        index, matched = _coassociation_consensus(spaces, models, own, k, settings, seed)
+    reference = np.where(fitted, index, -1)
+    run_labels = np.stack([label_mapping(labels, reference, k)[labels] for labels in own])
+    pairs = pairwise_ari(run_labels, patients)
+    return Consensus(
+        index,
+        label_frequencies(matched, k),
+        run_labels,
+        run_agreement(run_labels, index, patients, pairs),
+        _mean(pairs.values()),
+    )
+
+
+def _joint_consensus(joint: Embedded, k: int, settings, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The subtypes of one clustering of the joint space, and the labellings of its bootstrap refits."""
+    model = SalientSubtyper(k, settings.method, "none", False, random_state=seed)
+    model.fit(joint.salient[joint.fit_rows])
+    labels = model.predict(joint.salient)
+    labellings = [labels[None]]
+    if settings.bootstrap:
+        fitted = joint.salient[joint.fit_rows]
+        refits = bootstrap_labelings(model, fitted, joint.salient, n_boot=settings.bootstrap, seed=seed)
+        labellings.append(refits)
+    return np.where(joint.is_target, labels, -1), np.concatenate(labellings)
+
+
+def _coassociation_consensus(
+    spaces: list[Embedded], models: list[SalientSubtyper], own: np.ndarray, k: int, settings, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The subtypes of one clustering of the co-association of every run's fit and bootstrap refits,
+    and every labelling matched to them."""
+    patients, fitted = spaces[0].is_target, spaces[0].fit_rows
+    labellings = []
+    for number, (space, model, labels) in enumerate(zip(spaces, models, own, strict=True)):
+        labellings.append(labels[None])
         if settings.bootstrap:
             labellings.append(refit_labellings(model, space, settings, seed + 1000 * number))
     stack = np.concatenate(labellings)
@@ -82,16 +136,7 @@ def consensus_subtypes(spaces: list[Embedded], k: int, settings, seed: int = 0) 
         co = co_association(stack[:, others], stack[:, fitted])
         index[others] = consensus_assign(co, fitted_labels, k)
     reference = np.where(fitted, index, -1)
-    matched = np.stack([label_mapping(labels, reference, k)[labels] for labels in stack])
-    run_labels = matched[full_rows]
-    pairs = pairwise_ari(run_labels, patients)
-    return Consensus(
-        index,
-        label_frequencies(matched, k),
-        run_labels,
-        run_agreement(run_labels, index, patients, pairs),
-        _mean(pairs.values()),
-    )
+    return index, np.stack([label_mapping(labels, reference, k)[labels] for labels in stack])
 
 
 def pairwise_ari(run_labels: np.ndarray, patients: np.ndarray) -> dict[tuple[int, int], float]:

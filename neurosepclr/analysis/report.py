@@ -569,13 +569,24 @@ def representation_section(content: ReportContent) -> list[str]:
     reported = SHORT_NAMES[settings.representation]
     if content.runs is not None:
         runs = content.runs
+        if settings.consensus_method == "joint":
+            how = (
+                "each run's salient coordinates, whitened as that run's own subtyping does, are placed "
+                "side by side and clustered once (the mean of the runs' similarities between patients); a "
+                f"patient's assignment frequency is the share of {settings.bootstrap} bootstrap refits of "
+                "that clustering that agree with it"
+            )
+        else:
+            how = (
+                f"each run's subtypes and {settings.bootstrap} bootstrap refits of them enter one "
+                "co-association matrix, clustered once (average linkage); a patient's assignment "
+                "frequency is the share of all those subtypings that agree with the consensus"
+            )
         sections += [
             "<h2 id='seeds'>Agreement across seeds</h2>",
             f"<p>The subtypes are the consensus of {len(runs)} trained runs (seeds "
-            f"{', '.join(str(s) for s in runs['seed'])}): each run's subtypes and "
-            f"{settings.bootstrap} bootstrap refits of them enter one co-association matrix, clustered "
-            "once (average linkage); a patient's assignment frequency is the share of all those "
-            "subtypings that agree with the consensus. Mean ARI between runs: "
+            f"{', '.join(str(s) for s in runs['seed'])}): {how}. Each run's own subtypes are compared "
+            "with it below. Mean ARI between runs: "
             f"{runs['mean_ari_with_other_runs'].mean():.2f}.</p>",
             _table(runs[["seed", "checkpoint", "ari_with_consensus", "mean_ari_with_other_runs"]]),
         ]

@@ -6,7 +6,7 @@ import torch
 from sklearn.metrics import adjusted_rand_score
 
 from neurosepclr.analysis.baselines import ContrastivePCA
-from neurosepclr.analysis.consensus import consensus_subtypes
+from neurosepclr.analysis.consensus import consensus_subtypes, joint_space, run_subtyper
 from neurosepclr.analysis.representation import (
     Embedded,
     LinearEncoder,
@@ -118,8 +118,9 @@ def _space(salient, is_target, split):
     return Embedded(data, split, np.zeros((len(salient), 0)), salient)
 
 
-def test_consensus_of_runs_beats_a_bad_seed_and_reports_agreement():
-    """Three runs see the same subtypes in different coordinates; the third sees them blurred. The
+@pytest.mark.parametrize("method", ["joint", "coassociation"])
+def test_consensus_of_runs_beats_a_bad_seed_and_reports_agreement(method):
+    """Three runs see the same subtypes in different coordinates; the third sees them blurred. Either
     consensus keeps the subtypes; the frequencies are calibrated shares; agreement drops for the bad run."""
     rng = np.random.default_rng(0)
     n_controls, n_per = 30, 20
@@ -133,7 +134,7 @@ def test_consensus_of_runs_beats_a_bad_seed_and_reports_agreement():
         signal = np.where(is_target[:, None], directions[np.maximum(truth, 0)], 0.0)
         salient = (signal + rng.normal(scale=blur, size=(len(truth), 6))) @ rotation
         spaces.append(_space(salient, is_target, split))
-    settings = SubtypeConfig(bootstrap=10)
+    settings = SubtypeConfig(bootstrap=10, consensus_method=method)
     agreed = consensus_subtypes(spaces, 3, settings, seed=0)
     held_out = is_target & (split != "train")
     assert adjusted_rand_score(truth[is_target], agreed.index[is_target]) >= 0.95
@@ -147,3 +148,19 @@ def test_consensus_of_runs_beats_a_bad_seed_and_reports_agreement():
         runs.loc[0, "ari_with_consensus"], runs.loc[1, "ari_with_consensus"]
     )
     assert 0 < agreed.mean_pairwise_ari < 1
+
+
+def test_joint_space_averages_the_runs_squared_distances():
+    """Side by side and scaled by 1/√R, the runs' standardised coordinates give squared distances that
+    are the mean of each run's own (so k-means there clusters the mean of the runs' similarities)."""
+    rng = np.random.default_rng(1)
+    is_target = np.r_[np.zeros(20, bool), np.ones(30, bool)]
+    split = np.full(50, "train")
+    spaces = [_space(rng.normal(size=(50, 4)) * scale, is_target, split) for scale in (1.0, 5.0)]
+    settings = SubtypeConfig(k=2)
+    models = [run_subtyper(space, 2, settings, seed=0) for space in spaces]
+    joint = joint_space(spaces, models).salient
+    own = [model.standardised(space.salient) for space, model in zip(spaces, models, strict=True)]
+    np.testing.assert_allclose(np.linalg.norm(joint, axis=1), 1.0)  # unit directions, averaged
+    squared = [((z[:, None] - z[None]) ** 2).sum(axis=2) for z in own]
+    np.testing.assert_allclose(((joint[:, None] - joint[None]) ** 2).sum(axis=2), np.mean(squared, axis=0))
