@@ -11,7 +11,8 @@ Every run must be trained on the same derivatives with one ``train.split_seed``.
 * ``consensus``: the consensus (``subtype --consensus``) of every ``--group-size`` (3) consecutive
   runs (with more runs than that: 0-1-2, 1-2-3, …, wrapping round; several sizes may be given) and
   of all runs, by each ``--consensus-method`` (joint, the default, and/or coassociation), with the
-  mean ARI between their runs;
+  mean ARI between their runs (``--checkpoint both``: each seed's best and last checkpoints both
+  enter its group, as two runs, and each checkpoint gets its own ``sepclr`` row);
 * ``cpca``: contrastive PCA of the same inputs at every alpha of ``subtype.cpca_alphas`` and at the
   alpha ``subtype`` chooses without labels (``label-free``);
 
@@ -92,7 +93,12 @@ def main() -> None:
     parser.add_argument("runs", type=Path, nargs="+", help="run folders, one per seed, same split")
     parser.add_argument("--truth", type=Path, required=True, help="derivatives/truth of the simulated cohort")
     parser.add_argument("--k", type=int, required=True, help="the true number of subtypes")
-    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument(
+        "--checkpoint",
+        default="best",
+        choices=("best", "last", "both"),
+        help="subtype.checkpoint; both: each seed's best and last checkpoints enter its consensus",
+    )
     parser.add_argument("--bootstrap", type=int, default=100, help="refits per run of the consensus")
     parser.add_argument("--group-size", type=int, nargs="+", default=[3], help="runs per consensus")
     parser.add_argument(
@@ -122,7 +128,9 @@ def main() -> None:
     torch.set_grad_enabled(False)
 
     started = time.perf_counter()
-    runs = [load_run(run, args.checkpoint) for run in args.runs]
+    checkpoints = ("best", "last") if args.checkpoint == "both" else (args.checkpoint,)
+    runs = [load_run(run, checkpoint) for checkpoint in checkpoints for run in args.runs]
+    n_seeds = len(args.runs)
     check_consensus_runs(runs[0], runs[1:], settings)
     first = embed(runs[0], torch.device("cpu"))
     spaces = [first] + [embed(run, torch.device("cpu"), first.data) for run in runs[1:]]
@@ -140,28 +148,33 @@ def main() -> None:
         rows.append(row)
         print(", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
 
-    for run, space in zip(runs, spaces, strict=True):
+    for number, (run, space) in enumerate(zip(runs, spaces, strict=True)):
         tic = time.perf_counter()
         index = run_subtyper(space, args.k, settings, seed=0).predict(space.salient)
         seconds = time.perf_counter() - tic
         probes = diagnosis_probes(space, truth_table) | {
             "salient_subtype_cv": cross_validated_subtype(space, truth)
         }
-        record("sepclr", f"seed {run.config.seed}", index, seconds, **probes)
+        name = f"seed {run.config.seed}" + (
+            f" {checkpoints[number // n_seeds]}" if len(checkpoints) > 1 else ""
+        )
+        record("sepclr", name, index, seconds, **probes)
     # every rotation of --group-size consecutive runs (the spread of such a consensus), then all runs
+    # (with --checkpoint both a group holds both checkpoints of each of its seeds)
     groups = [
-        [(start + i) % len(runs) for i in range(size)]
+        [(start + i) % n_seeds for i in range(size)]
         for size in args.group_size
-        if len(runs) > size
-        for start in range(len(runs))
+        if n_seeds > size
+        for start in range(n_seeds)
     ]
-    groups += [list(range(len(runs)))] if len(runs) > 1 else []
+    groups += [list(range(n_seeds))] if n_seeds > 1 else []
+    groups = [[seed + n_seeds * c for c in range(len(checkpoints)) for seed in group] for group in groups]
     for method in args.consensus_method:
         settings.consensus_method = method
         for group in groups:
             tic = time.perf_counter()
             agreed = consensus_subtypes([spaces[i] for i in group], args.k, settings, seed=0)
-            seeds = ",".join(str(runs[i].config.seed) for i in group)
+            seeds = ",".join(str(runs[i].config.seed) for i in group[: len(group) // len(checkpoints)])
             record(
                 "consensus",
                 f"{method}: seeds {seeds}",

@@ -47,6 +47,7 @@ class Consensus:
     run_labels: np.ndarray  # (runs, subjects): each run's own full fit, matched to the consensus
     runs: pd.DataFrame  # one row per run: ARI with the consensus and mean ARI with the other runs
     mean_pairwise_ari: float  # mean ARI over every pair of runs (patients)
+    first_subtyper: SalientSubtyper  # the first run's own subtyper (``run_subtyper``), fitted once
 
 
 def run_subtyper(space: Embedded, k: int, settings, seed: int) -> SalientSubtyper:
@@ -100,6 +101,7 @@ def consensus_subtypes(spaces: list[Embedded], k: int, settings, seed: int = 0) 
         run_labels,
         run_agreement(run_labels, index, patients, pairs),
         _mean(pairs.values()),
+        models[0],
     )
 
 

@@ -216,13 +216,20 @@ def choose_k(embedded: Embedded, settings: SubtypeConfig, seed: int) -> tuple[in
 
 
 def fit_subtypes(
-    embedded: Embedded, k: int, settings: SubtypeConfig, seed: int, index: np.ndarray | None = None
+    embedded: Embedded,
+    k: int,
+    settings: SubtypeConfig,
+    seed: int,
+    index: np.ndarray | None = None,
+    subtyper: SalientSubtyper | None = None,
 ) -> tuple[SalientSubtyper, pd.DataFrame, list[str], np.ndarray]:
     """Step 3: the subtyper fitted on the training patients; every subject assigned (subtypes.tsv).
     With ``index`` (groups found otherwise, e.g. by consensus) the subtyper is centred on them and
-    they are the subtypes reported. Returns the subtyper, the table, the names and every subject's
-    subtype index."""
-    subtyper = run_subtyper(embedded, k, settings, seed)
+    they are the subtypes reported; ``subtyper``: that fit, when it was already made (the consensus
+    fits the first run's). Returns the subtyper, the table, the names and every subject's subtype
+    index."""
+    if subtyper is None:
+        subtyper = run_subtyper(embedded, k, settings, seed)
     fit_rows = embedded.fit_rows
     if index is not None:
         subtyper = centred_on(subtyper, embedded.salient[fit_rows], index[fit_rows])
@@ -712,7 +719,12 @@ def find_subtypes(seed_spaces: list[Embedded], settings: SubtypeConfig, seed: in
         cpca, cpca_encoder, alphas = cpca_space(embedded, settings, [k], seed)
     agreed = consensus_subtypes(seed_spaces, k, settings, seed) if len(seed_spaces) > 1 else None
     subtyper, subtypes, names, index = fit_subtypes(
-        primary, k, settings, seed, None if agreed is None else agreed.index
+        primary,
+        k,
+        settings,
+        seed,
+        None if agreed is None else agreed.index,
+        None if agreed is None else agreed.first_subtyper,
     )
     index_names = np.array(names, dtype=object)
     if agreed is not None:
