@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
+from neurosepclr.analysis.representation import Embedded, encode, fit_cpca_encoder, flat_inputs
 from neurosepclr.clustering import SalientSubtyper
 from neurosepclr.training.data import TARGET
 
@@ -82,3 +83,14 @@ def held_out_subtype_ari(
         "held_out": float(adjusted_rand_score(subtype[held], model.predict(x[held]))),
         "all": float(adjusted_rand_score(subtype[is_target], model.predict(x[is_target]))),
     }
+
+
+def cpca_at_each_alpha(embedded: Embedded, settings):
+    """(α, the cohort in contrastive-PCA coordinates) for every α of ``settings.cpca_alphas``, each
+    fitted on ``embedded``'s training patients against its training controls."""
+    x_patients = flat_inputs(embedded.data.volumes, embedded.fit_rows)
+    x_controls = flat_inputs(embedded.data.volumes, embedded.reference_rows)
+    for alpha in settings.cpca_alphas:
+        encoder = fit_cpca_encoder(x_patients, x_controls, alpha, settings.cpca_components)
+        coordinates = encode(encoder, embedded.data.volumes)
+        yield alpha, Embedded(embedded.data, embedded.split, embedded.common[:, :0], coordinates)

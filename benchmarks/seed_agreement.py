@@ -29,13 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scoring
 import torch
 from sklearn.metrics import adjusted_rand_score
 from sklearn.model_selection import RepeatedStratifiedKFold, cross_val_score
 
 from neurosepclr.analysis.consensus import consensus_subtypes, run_subtyper
 from neurosepclr.analysis.evaluate import probe_table
-from neurosepclr.analysis.representation import cpca_space, encode, fit_cpca_encoder, flat_inputs
+from neurosepclr.analysis.representation import cpca_space
 from neurosepclr.analysis.subtype import check_consensus_runs, embed
 from neurosepclr.config import SubtypeConfig
 from neurosepclr.data.truth import load_truth
@@ -187,14 +188,11 @@ def main() -> None:
     chosen = float(alphas.loc[alphas["chosen"], "alpha"].iloc[0])
     index = run_subtyper(linear, args.k, settings, seed=0).predict(linear.salient)
     record("cpca", f"label-free alpha {chosen:g}", index, time.perf_counter() - tic)
-    x_patients = flat_inputs(first.data.volumes, first.fit_rows)
-    x_controls = flat_inputs(first.data.volumes, first.reference_rows)
-    for alpha in settings.cpca_alphas:
-        tic = time.perf_counter()
-        encoder = fit_cpca_encoder(x_patients, x_controls, alpha, settings.cpca_components)
-        linear.salient = encode(encoder, first.data.volumes)
+    tic = time.perf_counter()
+    for alpha, linear in scoring.cpca_at_each_alpha(first, settings):
         index = run_subtyper(linear, args.k, settings, seed=0).predict(linear.salient)
         record("cpca", f"alpha {alpha:g}", index, time.perf_counter() - tic)
+        tic = time.perf_counter()
     table = pd.DataFrame(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out, sep="\t", index=False, float_format="%.4f", na_rep="n/a")

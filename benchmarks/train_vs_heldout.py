@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scoring
 import torch
 from sklearn.metrics import adjusted_rand_score
 
 from neurosepclr.analysis.consensus import run_subtyper
-from neurosepclr.analysis.representation import cpca_space, encode, fit_cpca_encoder, flat_inputs
 from neurosepclr.analysis.subtype import embed
 from neurosepclr.config import SubtypeConfig
 from neurosepclr.data.truth import load_truth
@@ -62,23 +62,18 @@ def main() -> None:
     settings = SubtypeConfig(k=args.k)
     torch.set_grad_enabled(False)
     truth_table = load_truth(args.truth).table
-    rows, first = [], None
+    rows, first, truth = [], None, None
     for folder in args.runs:
         run = load_run(folder, args.checkpoint)
         space = embed(run, torch.device("cpu"), None if first is None else first.data)
-        first = first or space
-        merged = space.data.table[["participant_id"]].merge(truth_table, on="participant_id", how="left")
-        truth = merged["subtype"].fillna("control").astype(str).to_numpy()
+        if first is None:  # every later run is embedded on the first one's data, in its order
+            first = space
+            merged = first.data.table[["participant_id"]].merge(truth_table, on="participant_id", how="left")
+            truth = merged["subtype"].fillna("control").astype(str).to_numpy()
         rows.append({"representation": "sepclr", "detail": f"seed {run.config.seed}"})
         rows[-1] |= split_scores(space, settings, args.k, truth)
         print(rows[-1])
-    linear, _, _ = cpca_space(first, settings, [args.k], seed=0)
-    x_patients = flat_inputs(first.data.volumes, first.fit_rows)
-    x_controls = flat_inputs(first.data.volumes, first.reference_rows)
-    for alpha in settings.cpca_alphas:
-        linear.salient = encode(
-            fit_cpca_encoder(x_patients, x_controls, alpha, settings.cpca_components), first.data.volumes
-        )
+    for alpha, linear in scoring.cpca_at_each_alpha(first, settings):
         rows.append({"representation": "cpca", "detail": f"alpha {alpha:g}"})
         rows[-1] |= split_scores(linear, settings, args.k, truth)
         print(rows[-1])
